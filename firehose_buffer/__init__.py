@@ -1,0 +1,37 @@
+"""A buffered, sharded, quota-aware producer for Amazon Data Firehose.
+
+Events become JSON Lines packed into records cut at Firehose's 5 KB billing step.
+"""
+
+from .buffer import FirehoseBuffer
+from .config import BufferConfig, sharded_stream_names
+from .errors import (
+    BufferClosedError,
+    BufferFullError,
+    ConfigurationError,
+    EventTooLargeError,
+    EventTypeError,
+    EventValueError,
+    FirehoseBufferError,
+)
+from .packing import billed_bytes
+from .quota import Quota
+from .stats import BufferStats, StreamStats
+
+__all__ = [
+    "BufferClosedError",
+    "BufferConfig",
+    "BufferFullError",
+    "BufferStats",
+    "ConfigurationError",
+    "EventTooLargeError",
+    "EventTypeError",
+    "EventValueError",
+    "FirehoseBuffer",
+    "FirehoseBufferError",
+    "Quota",
+    "StreamStats",
+    "billed_bytes",
+    "sharded_stream_names",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,46 @@
+"""The ``firehose-buffer`` command: one subcommand per module, mounted here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib import import_module
+
+#: subcommand -> (module, one-line help). Each module has add_arguments(parser) and run(args).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("firehose_buffer.demo", "ship realistic traffic to a local Firehose and report"),
+    "emulator": ("firehose_buffer.emulator", "run the local Firehose emulator"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="firehose-buffer",
+        description="Ship JSON events to Amazon Data Firehose, packed and paced; "
+        "or run a local Firehose to test against.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = import_module(module_name)
+        p = sub.add_parser(
+            name, help=help_text, description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        runner: Callable[[argparse.Namespace], int] = module.run
+        p.set_defaults(_run=runner)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args._run(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

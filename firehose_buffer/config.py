@@ -1,0 +1,233 @@
+"""The one frozen, validated configuration object, and how to read it from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from .errors import ConfigurationError
+from .limits import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_EVENTS_PER_RECORD, MAX_RECORD_BYTES
+from .quota import Quota
+
+OnFull = Literal["block", "drop", "raise"]
+Event = Mapping[str, Any] | bytes
+#: Chooses a stream for an event: an index into ``streams`` or a stream name.
+Router = Callable[[Event], "int | str"]
+#: Receives the events (encoded lines without their newline) that could not be delivered.
+FailureCallback = Callable[[list[bytes], str], None]
+
+ENV_PREFIX = "FIREHOSE_BUFFER_"
+_STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BufferConfig:
+    """How a :class:`~firehose_buffer.FirehoseBuffer` packs, routes, paces and retries.
+
+    Every field except the callables can also be set from the environment by
+    :meth:`from_env` as ``FIREHOSE_BUFFER_<FIELD NAME IN CAPITALS>``.
+    """
+
+    #: The delivery streams ("shards") events are spread across.
+    streams: tuple[str, ...]
+    #: Event field whose value picks the stream by a stable hash; ``None`` is keyless (sticky).
+    partition_key: str | None = None
+    #: Full control over routing; exclusive with ``partition_key``.
+    router: Router | None = None
+    #: No event waits in memory longer than this before its record is sent (quotas permitting).
+    linger_seconds: float = 1.0
+    max_record_bytes: int = MAX_RECORD_BYTES
+    max_events_per_record: int = MAX_EVENTS_PER_RECORD
+    max_batch_records: int = MAX_BATCH_RECORDS
+    max_batch_bytes: int = MAX_BATCH_BYTES
+    #: Each stream's Direct PUT quota; ``Quota.HIGH`` for us-east-1, us-west-2, eu-west-1.
+    quota: Quota = Quota.STANDARD
+    #: Fraction of the quota this producer may use (lower it when other producers share streams).
+    quota_share: float = 1.0
+    #: Records still undelivered this long after their first event was put are failed.
+    record_ttl_seconds: float = 600.0
+    retry_initial_backoff_seconds: float = 0.1
+    retry_max_backoff_seconds: float = 10.0
+    #: Bound on everything held in memory: buffered lines, records waiting, in flight and retried.
+    max_buffer_bytes: int = 64 * 1024 * 1024
+    on_full: OnFull = "block"
+    max_block_seconds: float = 1.0
+    #: close() at interpreter exit waits at most this long.
+    exit_timeout_seconds: float = 5.0
+    on_failure: FailureCallback | None = None
+    #: Concurrent PutRecordBatch calls (at most one per stream); ``None``: one per stream, max 16.
+    max_concurrent_requests: int | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    connect_timeout_seconds: float = 3.0
+    read_timeout_seconds: float = 10.0
+
+    # Derived, not settable.
+    record_target_bytes: int = field(init=False)
+    batch_target_bytes: int = field(init=False)
+    concurrency: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        streams = self.streams
+        if isinstance(streams, str) or not isinstance(streams, Sequence):
+            raise ConfigurationError("streams must be a sequence of delivery stream names")
+        streams = tuple(streams)
+        object.__setattr__(self, "streams", streams)
+        if not streams:
+            raise ConfigurationError("streams must name at least one delivery stream")
+        for name in streams:
+            if not isinstance(name, str) or not _STREAM_NAME.match(name):
+                raise ConfigurationError(
+                    f"invalid delivery stream name {name!r}: 1-64 of [a-zA-Z0-9_.-]"
+                )
+        if len(set(streams)) != len(streams):
+            raise ConfigurationError(f"streams has duplicates: {streams!r}")
+        if self.partition_key is not None and self.router is not None:
+            raise ConfigurationError("give partition_key or router, not both")
+        if self.partition_key is not None and not isinstance(self.partition_key, str):
+            raise ConfigurationError("partition_key must be a field name (str)")
+        if self.router is not None and not callable(self.router):
+            raise ConfigurationError("router must be callable")
+        if self.on_failure is not None and not callable(self.on_failure):
+            raise ConfigurationError("on_failure must be callable")
+        if self.on_full not in get_args(OnFull):
+            raise ConfigurationError(
+                f"on_full must be one of {get_args(OnFull)}, not {self.on_full!r}"
+            )
+        if not isinstance(self.quota, Quota):
+            raise ConfigurationError("quota must be a firehose_buffer.Quota")
+        _bounded("max_record_bytes", self.max_record_bytes, 1, MAX_RECORD_BYTES)
+        _bounded("max_events_per_record", self.max_events_per_record, 1, 10**9)
+        _bounded("max_batch_records", self.max_batch_records, 1, MAX_BATCH_RECORDS)
+        _bounded("max_batch_bytes", self.max_batch_bytes, self.max_record_bytes, MAX_BATCH_BYTES)
+        _bounded("max_buffer_bytes", self.max_buffer_bytes, self.max_record_bytes, 2**62)
+        if self.max_concurrent_requests is not None:
+            _bounded("max_concurrent_requests", self.max_concurrent_requests, 1, 1024)
+        for name in ("linger_seconds", "record_ttl_seconds", "retry_initial_backoff_seconds",
+                     "retry_max_backoff_seconds", "connect_timeout_seconds",
+                     "read_timeout_seconds", "quota_share"):
+            _positive(name, getattr(self, name))
+        for name in ("max_block_seconds", "exit_timeout_seconds"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        if self.quota_share > 1:
+            raise ConfigurationError("quota_share is a fraction of the quota: at most 1")
+        if self.retry_max_backoff_seconds < self.retry_initial_backoff_seconds:
+            raise ConfigurationError("retry_max_backoff_seconds < retry_initial_backoff_seconds")
+        # A request larger than half a second of the byte quota could not be paced smoothly: the
+        # service's own budget (inferred: about one second of quota) would have no room for
+        # timing jitter between our clock and its. So records and batches are cut smaller.
+        half_second = int(self.quota.bytes_per_second * self.quota_share / 2)
+        batch_target = max(1, min(self.max_batch_bytes, half_second))
+        object.__setattr__(self, "batch_target_bytes", batch_target)
+        object.__setattr__(self, "record_target_bytes", min(self.max_record_bytes, batch_target))
+        concurrency = self.max_concurrent_requests or min(len(streams), 16)
+        object.__setattr__(self, "concurrency", min(concurrency, len(streams)))
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> BufferConfig:
+        """Read ``FIREHOSE_BUFFER_*`` variables; keyword arguments take precedence.
+
+        Streams come from ``FIREHOSE_BUFFER_STREAMS="a,b"`` or from ``FIREHOSE_BUFFER_STREAM=base``
+        with ``FIREHOSE_BUFFER_SHARDS=N`` (``base-0`` .. ``base-(N-1)``). The quota from
+        ``FIREHOSE_BUFFER_QUOTA=standard|high``, each part overridable by
+        ``FIREHOSE_BUFFER_REQUESTS_PER_SECOND``, ``..._BYTES_PER_SECOND``,
+        ``..._RECORDS_PER_SECOND``.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        streams = _streams_from_env(env)
+        if streams is not None:
+            values["streams"] = streams
+        quota = _quota_from_env(env)
+        if quota is not None:
+            values["quota"] = quota
+        for f in dataclasses.fields(cls):
+            if not f.init or f.name in ("streams", "quota", "router", "on_failure"):
+                continue
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update(overrides)
+        if "streams" not in values:
+            raise ConfigurationError(
+                "no delivery streams: set FIREHOSE_BUFFER_STREAMS=a,b or "
+                "FIREHOSE_BUFFER_STREAM=base with FIREHOSE_BUFFER_SHARDS=N"
+            )
+        return cls(**values)
+
+
+def sharded_stream_names(base: str, shards: int) -> tuple[str, ...]:
+    """The names ``base-0`` .. ``base-(shards-1)`` used for N sharded streams."""
+    if shards < 1:
+        raise ConfigurationError("shards must be at least 1")
+    return tuple(f"{base}-{i}" for i in range(shards))
+
+
+def _streams_from_env(env: Mapping[str, str]) -> tuple[str, ...] | None:
+    listed = env.get(ENV_PREFIX + "STREAMS", "").strip()
+    base = env.get(ENV_PREFIX + "STREAM", "").strip()
+    if listed and base:
+        raise ConfigurationError("set FIREHOSE_BUFFER_STREAMS or FIREHOSE_BUFFER_STREAM, not both")
+    if listed:
+        return tuple(s.strip() for s in listed.split(",") if s.strip())
+    if base:
+        shards = env.get(ENV_PREFIX + "SHARDS", "").strip()
+        if not shards:
+            return (base,)
+        return sharded_stream_names(base, _parse("shards", "int", shards))
+    return None
+
+
+def _quota_from_env(env: Mapping[str, str]) -> Quota | None:
+    preset = env.get(ENV_PREFIX + "QUOTA", "").strip()
+    try:
+        quota = Quota.named(preset) if preset else Quota.STANDARD
+    except ValueError as exc:
+        raise ConfigurationError(f"{ENV_PREFIX}QUOTA: {exc}") from None
+    parts = {}
+    for name in ("requests_per_second", "bytes_per_second", "records_per_second"):
+        raw = env.get(ENV_PREFIX + name.upper(), "").strip()
+        if raw:
+            parts[name] = _parse(name, "float", raw)
+    if not preset and not parts:
+        return None
+    try:
+        return dataclasses.replace(quota, **parts)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _parse(name: str, annotation: str, raw: str) -> Any:
+    text = raw.strip()
+    try:
+        if annotation.startswith("int"):
+            return int(text.replace("_", ""))
+        if annotation.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number"
+        ) from None
+    if annotation.startswith("tuple"):
+        return tuple(s.strip() for s in text.split(",") if s.strip())
+    return text
+
+
+def _bounded(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigurationError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+        sign = "non-negative" if allow_zero else "positive"
+        raise ConfigurationError(f"{name} must be a finite {sign} number, got {value!r}")

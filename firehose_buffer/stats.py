@@ -1,0 +1,62 @@
+"""The frozen snapshot ``FirehoseBuffer.stats()`` returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    """One delivery stream's share of the work."""
+
+    name: str
+    #: Fraction of the configured quota the adaptive limiter currently allows (1.0 = all).
+    allowed_share: float
+    #: Bytes per second the client currently allows itself on this stream.
+    allowed_bytes_per_second: float
+    #: Bytes waiting for this stream (packed or not, retries included, not in flight).
+    backlog_bytes: int
+    records_sent: int
+    bytes_sent: int
+    throttled_records: int
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    """Counters since the buffer started (or since fork, in a child process).
+
+    When the buffer is idle, ``events_put == events_delivered + events_failed +
+    events_dropped + events_buffered``.
+    """
+
+    events_put: int
+    events_delivered: int
+    #: Events handed to ``on_failure`` (or logged): rejected, expired, abandoned at close.
+    events_failed: int
+    #: Events refused by ``on_full="drop"``; never buffered.
+    events_dropped: int
+    #: Events accepted and not yet delivered or failed (in memory, in flight or waiting).
+    events_buffered: int
+    bytes_buffered: int
+    #: Records Firehose acknowledged, their raw bytes, and those bytes as billed.
+    records_sent: int
+    bytes_sent: int
+    billed_bytes: int
+    #: PutRecordBatch calls that completed (with any outcome).
+    requests_sent: int
+    throttled_records: int
+    throttled_requests: int
+    #: Record sends that were retried (one record retried three times counts three).
+    retried_records: int
+    #: Events resent after an outcome we could not know (5xx, reset, timeout): each may have
+    #: landed twice.
+    possible_duplicates: int
+    last_error: str | None
+    failures_by_reason: Mapping[str, int] = field(default_factory=dict)
+    streams: tuple[StreamStats, ...] = ()
+
+    @property
+    def billed_ratio(self) -> float:
+        """Billed bytes over raw bytes (1.0 is perfect packing); 0.0 before any delivery."""
+        return self.billed_bytes / self.bytes_sent if self.bytes_sent else 0.0
