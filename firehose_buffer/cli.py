@@ -10,7 +10,7 @@ from importlib import import_module
 #: subcommand -> (module, one-line help). Each module has add_arguments(parser) and run(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("firehose_buffer.demo", "ship realistic traffic to a local Firehose and report"),
-    "emulator": ("firehose_buffer.emulator", "run the local Firehose emulator"),
+    "emulator": ("firehose_buffer.emulator.cli", "run the local Firehose emulator"),
 }
 
 
