@@ -1,0 +1,22 @@
+"""pytest plugin: the ``local_firehose`` fixture (registered via the ``pytest11`` entry point).
+
+``local_firehose`` is a started :class:`LocalFirehose` (function scope) delivering into
+``tmp_path / "firehose"``, with ``keep_records=True`` so tests can compare
+``accepted_records`` with ``delivered_lines``; it is stopped after the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .server import LocalFirehose
+
+
+@pytest.fixture
+def local_firehose(tmp_path: Path) -> Iterator[LocalFirehose]:
+    """A started local Firehose with no streams, stopped after the test."""
+    with LocalFirehose(port=0, data_dir=tmp_path / "firehose", keep_records=True) as fh:
+        yield fh
