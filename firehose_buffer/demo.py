@@ -47,12 +47,14 @@ _EVENT_TYPES = ["page_view", "click", "add_to_cart", "purchase", "search", "sign
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=20.0, help="traffic duration (%(default)s)")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="traffic duration (%(default)s)")
     parser.add_argument("--shards", type=int, default=16, help="delivery streams (%(default)s)")
     parser.add_argument("--stream", default="demo-events", help="stream name base (%(default)s)")
     parser.add_argument("--producers", type=int, default=4, help="producer threads (%(default)s)")
     parser.add_argument("--min-rate", type=float, default=500.0, help="events/s low (%(default)s)")
-    parser.add_argument("--max-rate", type=float, default=4000.0, help="events/s peak (%(default)s)")
+    parser.add_argument("--max-rate", type=float, default=4000.0,
+                        help="events/s peak (%(default)s)")
     parser.add_argument("--price-per-gb", type=float, default=0.033,
                         help="ingestion price per GB, USD (%(default)s)")
     parser.add_argument("--quota", choices=["standard", "high"], default="standard",
@@ -240,8 +242,8 @@ def _run(args: argparse.Namespace, endpoint: str, data_dir: Path) -> int:
         ("records / requests", f"{stats.records_sent:,} / {stats.requests_sent:,}"),
         ("raw bytes / billed bytes", f"{stats.bytes_sent:,} / {stats.billed_bytes:,} "
                                      f"({stats.billed_ratio:.4f}x)"),
-        ("one event per record would bill", f"{tally.naive_billed:,} "
-                                            f"({tally.naive_billed / max(1, tally.raw_bytes):.2f}x)"),
+        ("one event per record would bill",
+         f"{tally.naive_billed:,} ({tally.naive_billed / max(1, tally.raw_bytes):.2f}x)"),
         (f"monthly cost at this rate (${args.price_per_gb}/GB)",
          f"${billed_month:,.2f} packed vs ${naive_month:,.2f} one event per record"),
         ("throttles", f"client saw {stats.throttled_records} records, "

@@ -15,6 +15,7 @@ from pathlib import Path
 import boto3
 import orjson
 import pytest
+from moto.server import ThreadedMotoServer
 
 from firehose_buffer import BufferConfig, FirehoseBuffer, Quota, sharded_stream_names
 from firehose_buffer.emulator import EmulatorControl, FaultRates, LocalFirehose
@@ -245,8 +246,6 @@ def test_a_second_producer_causes_throttles_and_both_lose_nothing(
 
 
 def test_moto_server_delivers_valid_jsonl_to_s3() -> None:
-    from moto.server import ThreadedMotoServer
-
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
