@@ -19,6 +19,7 @@ from typing import cast
 from tenacity import RetryCallState, wait_random_exponential
 
 from .config import BufferConfig
+from .logutil import RateLimitedLog
 from .packing import billed_bytes, cut_records
 from .ratelimit import StreamLimiter
 from .sender import THROTTLE_CODES, Outcome
@@ -134,6 +135,7 @@ class Pipeline:
         self.flushed_generation = 0
         self._flushes: list[_FlushMark] = []
         self._next_id = 1
+        self._fatal_logs: dict[tuple[str, str], RateLimitedLog] = {}
         self._wait = wait_random_exponential(
             multiplier=config.retry_initial_backoff_seconds, max=config.retry_max_backoff_seconds
         )
@@ -211,9 +213,14 @@ class Pipeline:
         batches: list[Batch] = []
         failures: list[Failure] = []
         for s in self.streams:
-            s.quota_wake = None
             if s.in_flight is not None:
+                s.quota_wake = None
                 continue
+            if s.quota_wake is not None and now < s.quota_wake:
+                # The quotas said when; looking sooner would take up to a batch of records
+                # out and put them back, under the buffer's lock, on every wakeup.
+                continue
+            s.quota_wake = None
             candidates = self._candidates(s, now, failures)
             if not candidates:
                 continue
@@ -312,7 +319,12 @@ class Pipeline:
             for record in batch.records:
                 self._retry(s, record, error, now, unknown=outcome.unknown, failures=failures)
             return failures
-        log.error(
+        # A missing stream or a denied role fails every batch for that stream: say so once
+        # per interval per stream and error, not once per batch.
+        key = (s.name, error)
+        if key not in self._fatal_logs:
+            self._fatal_logs[key] = RateLimitedLog(log, interval=10.0)
+        self._fatal_logs[key].error(
             "PutRecordBatch to %s failed with %s, which waiting cannot fix: %d events failed",
             s.name, error, sum(r.events for r in batch.records),
         )

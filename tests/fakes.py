@@ -20,11 +20,10 @@ from firehose_buffer.limits import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECOR
 
 
 def client_error(code: str, status: int, message: str = "") -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": message},
-         "ResponseMetadata": {"HTTPStatusCode": status}},
-        "PutRecordBatch",
-    )
+    # The stubs want every ResponseMetadata key; botocore itself reads only these two.
+    response: Any = {"Error": {"Code": code, "Message": message},
+                     "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, "PutRecordBatch")
 
 
 @dataclass

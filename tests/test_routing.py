@@ -1,0 +1,192 @@
+"""Routing: stable keyed hashing, spread, router callables and their errors, sticky keyless."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+import pytest
+from fakes import FakeFirehose
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firehose_buffer import BufferConfig, EventValueError, FirehoseBuffer
+from firehose_buffer.routing import roomiest, stable_index
+
+STREAMS = ("s0", "s1", "s2", "s3")
+KEYS = [f"user-{i}" for i in range(200)] + ["", "é", "日本", "\U0001f600", "a\x00b"]
+
+
+def test_same_key_same_stream_in_another_process() -> None:
+    """hash() differs between processes (PYTHONHASHSEED); the routing must not."""
+    here = [stable_index(k, 7) for k in KEYS]
+    code = (
+        "import json, sys; from firehose_buffer.routing import stable_index; "
+        "print(json.dumps([stable_index(k, 7) for k in json.load(sys.stdin)]))"
+    )
+    for seed in ("1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code], input=json.dumps(KEYS), env=env,
+            capture_output=True, text=True, check=True, timeout=60,
+        )
+        assert json.loads(out.stdout) == here
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(), st.binary()), st.integers(min_value=1, max_value=64))
+def test_stable_index_is_in_range_and_str_equals_its_utf8_bytes(key: str | bytes, n: int) -> None:
+    index = stable_index(key, n)
+    assert 0 <= index < n
+    if isinstance(key, str):
+        assert index == stable_index(key.encode("utf-8", "surrogatepass"), n)
+
+
+@pytest.mark.parametrize("n", [2, 7, 16])
+def test_keys_spread_roughly_evenly(n: int) -> None:
+    keys = 20_000
+    counts = Counter(stable_index(f"customer-{i:08d}", n) for i in range(keys))
+    expected = keys / n
+    # Generous: a fair hash stays within a few percent at this sample size.
+    assert set(counts) == set(range(n))
+    assert max(abs(c - expected) for c in counts.values()) <= 0.15 * expected, counts
+
+
+@given(st.integers(min_value=0, max_value=20),
+       st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=20))
+def test_roomiest_takes_the_most_headroom_and_breaks_ties_in_turn(
+    current: int, headroom: list[int],
+) -> None:
+    n = len(headroom)
+    current %= n
+    chosen = roomiest(current, headroom)
+    assert headroom[chosen] == max(headroom)
+    if n > 1:
+        # Among equals, the first one after ``current`` in turn (current itself last).
+        order = [(current + k) % n for k in range(1, n + 1)]
+        assert chosen == next(i for i in order if headroom[i] == max(headroom))
+
+
+def _delivered_streams(fake: FakeFirehose) -> dict[int, str]:
+    """Event sequence number -> stream it was delivered to."""
+    where: dict[int, str] = {}
+    for stream, records in fake.stored.items():
+        for data in records:
+            for line in data[:-1].split(b"\n"):
+                where[orjson.loads(line)["seq"]] = stream
+    return where
+
+
+@pytest.fixture
+def fake() -> FakeFirehose:
+    return FakeFirehose(streams=set(STREAMS))
+
+
+def _buffer(fake: FakeFirehose, **kwargs: Any) -> FirehoseBuffer:
+    config = BufferConfig(streams=STREAMS, linger_seconds=0.05, **kwargs)
+    return FirehoseBuffer(config, client=fake)
+
+
+def test_partition_key_routes_each_key_to_its_stable_stream(fake: FakeFirehose) -> None:
+    with _buffer(fake, partition_key="user") as buf:
+        for seq in range(300):
+            buf.put({"seq": seq, "user": f"u{seq % 37}"})
+        assert buf.flush(10)
+    where = _delivered_streams(fake)
+    assert len(where) == 300
+    for seq, stream in where.items():
+        assert stream == STREAMS[stable_index(f"u{seq % 37}", len(STREAMS))]
+
+
+def _by_index(event: Mapping[str, Any] | bytes) -> int | str:
+    assert isinstance(event, Mapping)
+    return int(event["seq"]) % 3
+
+
+def _by_name(event: Mapping[str, Any] | bytes) -> int | str:
+    assert isinstance(event, Mapping)
+    return "s3" if event["seq"] % 2 else "s1"
+
+
+@pytest.mark.parametrize(("router", "expected"), [
+    (_by_index, lambda seq: STREAMS[seq % 3]),
+    (_by_name, lambda seq: "s3" if seq % 2 else "s1"),
+])
+def test_router_callable_by_index_and_by_name(
+    fake: FakeFirehose, router: Any, expected: Any,
+) -> None:
+    with _buffer(fake, router=router) as buf:
+        for seq in range(100):
+            buf.put({"seq": seq})
+        assert buf.flush(10)
+    where = _delivered_streams(fake)
+    assert where == {seq: expected(seq) for seq in range(100)}
+
+
+def _raises(event: Mapping[str, Any] | bytes) -> int | str:
+    raise KeyError("tenant")
+
+
+@pytest.mark.parametrize("result", [4, -1, "nope", None, 1.0, b"s0"])
+def test_bad_router_results_raise_and_keep_what_was_buffered(
+    fake: FakeFirehose, result: object,
+) -> None:
+    def router(event: Mapping[str, Any] | bytes) -> Any:
+        return 0 if isinstance(event, Mapping) and event.get("ok") else result
+
+    with _buffer(fake, router=router) as buf:
+        buf.put({"seq": 0, "ok": True})
+        with pytest.raises(EventValueError, match="router"):
+            buf.put({"seq": 1})
+        assert buf.flush(10)
+        assert buf.stats().events_put == 1
+    assert _delivered_streams(fake) == {0: "s0"}
+
+
+def test_router_that_raises_becomes_event_value_error(fake: FakeFirehose) -> None:
+    with _buffer(fake, router=_raises) as buf, pytest.raises(EventValueError) as info:
+        buf.put({"seq": 0})
+    assert isinstance(info.value.__cause__, KeyError)
+
+
+def _runs(order: list[str]) -> Iterator[tuple[str, int, int]]:
+    """(stream, first seq, end seq) for each run of consecutive events on one stream."""
+    start = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or order[i] != order[start]:
+            yield order[start], start, i
+            start = i
+
+
+def test_keyless_sticks_to_one_stream_until_a_record_fills_then_moves_to_the_roomiest(
+    fake: FakeFirehose,
+) -> None:
+    events = [{"seq": seq, "pad": "x" * (300 + (seq * 37) % 700)} for seq in range(200)]
+    sizes = [len(orjson.dumps(e)) + 1 for e in events]
+    with _buffer(fake, max_record_bytes=10_000) as buf:
+        target = buf.config.record_target_bytes
+        for event in events:
+            buf.put(event)
+        assert buf.flush(10)
+    where = _delivered_streams(fake)
+    order = [where[seq] for seq in range(len(events))]
+    runs = list(_runs(order))
+    assert len(runs) > 4
+    # All four streams start with equal room, and a stream that just took a record has less
+    # for a second (its quota window holds it): each move goes to an untouched one, in turn.
+    assert [stream for stream, _, _ in runs[:4]] == list(STREAMS)
+    for stream, start, end in runs[:3]:
+        # The event that fills the record is the last on its stream, and not earlier. (From
+        # the fourth stream on, every stream has taken a record, and which one is roomiest
+        # depends on what the worker has sent meanwhile: it may be the same one.)
+        assert sum(sizes[start:end - 1]) < target <= sum(sizes[start:end]), (stream, start, end)
+    for stream, start, end in runs[:-1]:
+        # Later the roomiest may be the same stream again (then two runs merge), but a stream
+        # is never left before a record's worth.
+        assert sum(sizes[start:end]) >= target, (stream, start, end)
