@@ -9,7 +9,7 @@ from typing import Any
 
 
 class RateLimitedLog:
-    """Logs a warning at most once per ``interval`` seconds, with how many were suppressed."""
+    """Logs a message at most once per ``interval`` seconds, with how many were suppressed."""
 
     def __init__(self, logger: logging.Logger, interval: float) -> None:
         self._logger = logger
@@ -19,6 +19,12 @@ class RateLimitedLog:
         self._lock = threading.Lock()
 
     def warning(self, message: str, *args: Any) -> None:
+        self._log(logging.WARNING, message, args)
+
+    def error(self, message: str, *args: Any) -> None:
+        self._log(logging.ERROR, message, args)
+
+    def _log(self, level: int, message: str, args: tuple[Any, ...]) -> None:
         now = time.monotonic()
         with self._lock:
             if now < self._next:
@@ -29,4 +35,4 @@ class RateLimitedLog:
         if suppressed:
             message += " (%d similar messages suppressed)"
             args = (*args, suppressed)
-        self._logger.warning(message, *args)
+        self._logger.log(level, message, *args)

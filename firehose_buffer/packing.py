@@ -12,10 +12,12 @@ from itertools import accumulate
 
 from .limits import BILLING_STEP_BYTES
 
-#: How far below a full record a cut may move to land closer to a billing step. Sixteen steps
-#: give enough candidate line boundaries (a few dozen at 0.5-4 KB lines) that the best one
-#: wastes tens of bytes instead of 2.5 KB on average, while a record stays within 80 KB of full.
-ALIGN_WINDOW_BYTES = 16 * BILLING_STEP_BYTES
+#: How far below a full record a cut may move to land closer to a billing step. Four steps
+#: give about ten candidate boundaries at 0.5-4 KB lines, so the best one wastes a few hundred
+#: bytes instead of 2.5 KB on average, while records stay within 20 KB of full: the byte quota
+#: is counted per second and records are indivisible, so two records of half a second's quota
+#: that fall 40 KB short each would leave 8% of the quota unused.
+ALIGN_WINDOW_BYTES = 4 * BILLING_STEP_BYTES
 
 
 def billed_bytes(size: int) -> int:
