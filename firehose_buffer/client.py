@@ -8,6 +8,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
+from . import fastbody
 from .config import BufferConfig
 from .errors import ConfigurationError
 from .sender import FirehoseClient
@@ -41,4 +42,5 @@ def make_client(config: BufferConfig) -> FirehoseClient:
             f"cannot create a Firehose client: {exc} (set region/endpoint_url in the config, "
             "or AWS_REGION / AWS_ENDPOINT_URL_FIREHOSE in the environment)"
         ) from exc
+    fastbody.install(client)
     return cast(FirehoseClient, client)
