@@ -3,7 +3,7 @@
 Events become JSON Lines packed into records cut at Firehose's 5 KB billing step.
 """
 
-from .buffer import FirehoseBuffer
+from .buffer import FirehoseBuffer, install_sigterm_handler
 from .config import BufferConfig, sharded_stream_names
 from .errors import (
     BufferClosedError,
@@ -32,6 +32,7 @@ __all__ = [
     "Quota",
     "StreamStats",
     "billed_bytes",
+    "install_sigterm_handler",
     "sharded_stream_names",
 ]
 __version__ = "0.1.0"

@@ -5,15 +5,18 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import mmap
 import os
 import queue
+import signal
+import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -32,6 +35,7 @@ from .logutil import RateLimitedLog
 from .pipeline import Batch, Failure, Pipeline
 from .routing import roomiest, stable_index
 from .sender import FirehoseClient, Outcome, put_record_batch
+from .spool import Claim, Spool, SpoolFile, claim, pending_files
 from .stats import BufferStats, StreamStats
 from .telemetry import Telemetry
 
@@ -47,9 +51,15 @@ _getpid = os.getpid
 #: While lines wait in memory, the worker looks at them this often (as a fraction of linger),
 #: so that the packer knows their age well enough to choose a cheap cut.
 _DRAIN_FRACTION = 0.125
-#: How long close() waits for the worker after giving up on delivery (it is failing events).
+#: Of close()'s timeout, at most this much is kept back from flushing for failing (and
+#: spooling) what is left, so that close() as a whole ends within its timeout.
 _ABANDON_GRACE_SECONDS = 1.0
+_ABANDON_GRACE_FRACTION = 0.25
 ABANDONED_AT_CLOSE = "closed_before_delivery"
+#: The failure reason of events spilled to the spool by ``on_full="spill"``.
+SPILLED_WHEN_FULL = "buffer_full"
+#: How often a replay waiting for room looks again (it is also woken as room appears).
+_REPLAY_POLL_SECONDS = 0.25
 
 
 class _Shard:
@@ -71,8 +81,14 @@ class FirehoseBuffer:
     retries what fails. See README.md for the guarantees.
 
     ``client``: a boto3 Firehose client; by default one is made from the config (region,
-    endpoint) with botocore's own retries off. ``clock``: monotonic seconds, for tests.
-    ``meter_provider``/``tracer_provider``: OpenTelemetry providers (default: the global ones).
+    endpoint) with botocore's own retries off. ``client_factory``: makes the client instead,
+    and again in a forked child, which must not share its parent's connections; a plain
+    ``client`` cannot be remade, so after a fork the child keeps using it (with a warning).
+    ``clock``: monotonic seconds, for tests. ``meter_provider``/``tracer_provider``:
+    OpenTelemetry providers (default: the global ones).
+
+    With ``config.spool_dir`` set, events that cannot be delivered are kept on disk, and
+    the buffer starts by re-sending what earlier runs left there (see :mod:`.spool`).
     """
 
     def __init__(
@@ -80,38 +96,63 @@ class FirehoseBuffer:
         config: BufferConfig,
         client: FirehoseClient | None = None,
         *,
+        client_factory: Callable[[], FirehoseClient] | None = None,
         clock: Callable[[], float] = time.monotonic,
         meter_provider: MeterProvider | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         if not isinstance(config, BufferConfig):
             raise ConfigurationError("config must be a BufferConfig")
+        if client is not None and client_factory is not None:
+            raise ConfigurationError("give client or client_factory, not both")
+        if not _ARMED[0]:
+            _after_fork_in_child()
         self._config = config
         self._clock = clock
         # Everything that can fail comes before any thread starts.
-        self._client = client if client is not None else make_client(config)
+        self._client_factory = client_factory
+        self._client = self._new_client() if client is None else client
         self._client_is_own = client is None
+        self._spool = Spool(config.spool_dir) if config.spool_dir is not None else None
         self._stream_index = {name: i for i, name in enumerate(config.streams)}
         self._keyed = config.partition_key is not None or config.router is not None
         self._max_line = min(config.max_record_bytes, MAX_RECORD_BYTES)
-        self._failure_log = RateLimitedLog(log, interval=10.0)
-        self._full_log = RateLimitedLog(log, interval=10.0)
         self._closed = False
+        self._replay_done = threading.Event()
+        self._claim: Claim | None = None
         self._init_state()
         ref = weakref.ref(self)
         self._telemetry = Telemetry(
             lambda: None if (b := ref()) is None else b.stats(),
             config.streams, meter_provider, tracer_provider,
         )
+        # Listed before any thread starts, so that a fork from now on finds this buffer.
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
         _LIVE.add(self)
-        self._start_threads()
+        replay = pending_files(self._spool.directory) if self._spool is not None else []
+        if not replay:
+            self._replay_done.set()
+        try:
+            self._start_threads(replay)
+        except BaseException:
+            self._stop_started_threads()
+            raise
+
+    def _new_client(self) -> FirehoseClient:
+        if self._client_factory is not None:
+            return self._client_factory()
+        return make_client(self._config)
 
     def _init_state(self) -> None:
         config = self._config
         self._pid = _getpid()
+        # Everything holding a lock is made anew here, so that a child forked while another
+        # thread held one (possible when the fork skipped Python's hooks) cannot deadlock.
         self._lock = threading.Lock()
+        self._failure_log = RateLimitedLog(log, interval=10.0)
+        self._full_log = RateLimitedLog(log, interval=10.0)
+        self._spool_log = RateLimitedLog(log, interval=10.0)
         self._space = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
         self._wakeup = threading.Event()
@@ -120,22 +161,26 @@ class FirehoseBuffer:
         self._accepted_bytes = 0
         self._events_put = 0
         self._events_dropped = 0
+        self._events_spilled = 0
+        self._events_spooled = 0
+        self._events_replayed = 0
         self._sticky = 0
         self._sticky_bytes = 0
         self._sticky_events = 0
         self._flush_requested = 0
         self._flush_marked = 0
+        #: The flush generation whose failures have been spooled or reported too: what
+        #: flush() waits for, so that when it returns, on_failure and the spool are done.
+        self._reported_generation = 0
         self._abandon = False
         self._stopped = False
         self._done: deque[tuple[Batch, Outcome]] = deque()
         self._jobs: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._senders: list[threading.Thread] = []
+        self._replayer: threading.Thread | None = None
 
-    def _start_threads(self) -> None:
-        self._worker = threading.Thread(
-            target=self._run, name="firehose-buffer-worker", daemon=True
-        )
+    def _start_threads(self, replay: list[SpoolFile]) -> None:
         self._senders = [
             threading.Thread(target=self._send_loop, name=f"firehose-buffer-sender-{i}",
                              daemon=True)
@@ -143,7 +188,28 @@ class FirehoseBuffer:
         ]
         for t in self._senders:
             t.start()
+        self._worker = threading.Thread(
+            target=self._run, name="firehose-buffer-worker", daemon=True
+        )
         self._worker.start()
+        if replay:
+            self._replayer = threading.Thread(
+                target=self._replay, args=(replay,), name="firehose-buffer-replay", daemon=True
+            )
+            self._replayer.start()
+
+    def _stop_started_threads(self) -> None:
+        """A thread failed to start: stop the others, as if closed at once, and unlist."""
+        with self._lock:
+            self._closed = True
+            self._abandon = True
+        self._wakeup.set()
+        for _ in self._senders:
+            self._jobs.put(None)
+        atexit.unregister(self._exit_hook)
+        _LIVE.discard(self)
+        if self._spool is not None:
+            self._spool.close()
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -152,7 +218,8 @@ class FirehoseBuffer:
         return self._config
 
     def put(self, event: Event) -> bool:
-        """Queue one event; return False only if ``on_full="drop"`` dropped it.
+        """Queue one event; return False only if ``on_full="drop"`` dropped it (or
+        ``"spill"`` could not write it to the spool).
 
         Raises :class:`EventTypeError`/:class:`EventValueError` for bad input (nothing is
         buffered), :class:`BufferFullError` and :class:`BufferClosedError`.
@@ -170,8 +237,11 @@ class FirehoseBuffer:
                 f"encoded event is {size} bytes; one record holds at most {self._max_line}"
             )
         index = self._route(event) if self._keyed else -1
-        if self._pid != _getpid():
-            self._after_fork()
+        # One load from a page the kernel wipes in a forked child: a fork is seen here even
+        # when the server forked without running Python's fork hooks (a syscall would cost
+        # more than the rest of this method's bookkeeping).
+        if not _ARMED[0]:
+            _after_fork_in_child()
         config = self._config
         wake = False
         with self._lock:
@@ -180,7 +250,8 @@ class FirehoseBuffer:
             full = (self._accepted_bytes - self._pipeline.resolved_bytes + size
                     > config.max_buffer_bytes)
             if full and not self._make_room(size):
-                self._events_dropped += 1
+                if index < 0:
+                    index = self._sticky
             else:
                 full = False
                 if index < 0:
@@ -201,13 +272,36 @@ class FirehoseBuffer:
                 if shard.nbytes >= config.record_target_bytes:
                     wake = True
         if full:
-            # Logged outside the lock: a logging handler may itself put() into a buffer.
-            self._full_log.warning("buffer full (max_buffer_bytes=%d): event dropped",
-                                   config.max_buffer_bytes)
-            return False
+            # Outside the lock: disk I/O, and a logging handler may itself put() into a buffer.
+            return self._when_full(index, line)
         if wake:
             self._wakeup.set()
         return True
+
+    def _when_full(self, index: int, line: bytes) -> bool:
+        """The buffer was full and on_full is "drop" or "spill": count, say so, maybe spill."""
+        config = self._config
+        spool = self._spool
+        if config.on_full == "spill" and spool is not None:
+            kept = spool.append(config.streams[index], line, sync=False)
+            with self._lock:
+                if kept:
+                    self._events_put += 1
+                    self._events_spilled += 1
+                    self._events_spooled += 1
+                else:
+                    self._events_dropped += 1
+            if kept:
+                self._full_log.warning("buffer full (max_buffer_bytes=%d): event spilled to %s",
+                                       config.max_buffer_bytes, spool.directory)
+                return True
+            self._full_log.warning("buffer full and the spool failed: event dropped")
+            return False
+        with self._lock:
+            self._events_dropped += 1
+        self._full_log.warning("buffer full (max_buffer_bytes=%d): event dropped",
+                               config.max_buffer_bytes)
+        return False
 
     def _encode_other(self, event: object) -> bytes:
         if isinstance(event, bytes | bytearray | memoryview):
@@ -255,10 +349,11 @@ class FirehoseBuffer:
         return stable_index(value, len(config.streams))
 
     def _make_room(self, size: int) -> bool:
-        """Called with the lock held and the buffer full: wait, drop or raise per on_full."""
+        """Called with the lock held and the buffer full: wait or raise per on_full; False
+        for "drop" and "spill", which the caller handles outside the lock."""
         config = self._config
         limit = config.max_buffer_bytes
-        if config.on_full == "drop":
+        if config.on_full in ("drop", "spill"):
             return False
         if config.on_full == "raise":
             raise BufferFullError(f"buffer holds {limit} bytes (max_buffer_bytes)")
@@ -292,27 +387,43 @@ class FirehoseBuffer:
         ``timeout``, False on timeout. From the ``on_failure`` callback (the worker thread) it
         only asks for the flush and returns False, since the worker cannot wait for itself.
         """
+        if not _ARMED[0]:
+            _after_fork_in_child()
+        generation = self._request_flush()
+        if generation is None:
+            with self._lock:
+                return self._pipeline.idle and not any(s.lines for s in self._shards)
+        if threading.current_thread() is self._worker:
+            return False
+        return self._wait_flushed(generation, timeout)
+
+    def _request_flush(self) -> int | None:
         with self._lock:
             if self._stopped:
-                return self._pipeline.idle and not any(s.lines for s in self._shards)
+                return None
             self._flush_requested += 1
             generation = self._flush_requested
         self._wakeup.set()
-        if threading.current_thread() is self._worker:
-            return False
+        return generation
+
+    def _wait_flushed(self, generation: int, timeout: float | None) -> bool:
         with self._lock:
             return self._progress.wait_for(
-                lambda: self._pipeline.flushed_generation >= generation or self._stopped,
+                lambda: self._reported_generation >= generation or self._stopped,
                 timeout,
-            ) and self._pipeline.flushed_generation >= generation
+            ) and self._reported_generation >= generation
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Flush, then stop the threads; idempotent. put() raises BufferClosedError after.
 
-        Events not delivered within ``timeout`` are failed (reason
-        ``"closed_before_delivery"``) and handed to ``on_failure``. Returns True when
-        everything was delivered or had failed for another reason before the deadline.
+        Returns within ``timeout`` (``None``: wait for every outcome). Events not delivered
+        by then are failed (reason ``"closed_before_delivery"``): written to the spool when
+        there is one, else handed to ``on_failure``. Returns True when everything was
+        delivered or had failed for another reason before the deadline.
         """
+        if not _ARMED[0]:
+            _after_fork_in_child()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._lock:
             first = not self._closed
             self._closed = True
@@ -323,16 +434,22 @@ class FirehoseBuffer:
         if threading.current_thread() is self._worker:
             self._wakeup.set()
             return False
-        delivered = self.flush(timeout)
+        flush_timeout = None if timeout is None else max(
+            0.0, timeout - min(_ABANDON_GRACE_SECONDS, timeout * _ABANDON_GRACE_FRACTION)
+        )
+        delivered = self.flush(flush_timeout)
         if not delivered:
             with self._lock:
                 self._abandon = True
             self._wakeup.set()
-        worker = self._worker
-        if worker is not None and worker.is_alive():
-            worker.join(_ABANDON_GRACE_SECONDS if not delivered else timeout)
+        for thread in (self._worker, self._replayer):
+            if thread is not None and thread.is_alive():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         for _ in self._senders:
             self._jobs.put(None)
+        worker = self._worker
+        if self._spool is not None and (worker is None or not worker.is_alive()):
+            self._spool.close()
         return delivered
 
     def __enter__(self) -> FirehoseBuffer:
@@ -346,16 +463,28 @@ class FirehoseBuffer:
     ) -> None:
         self.close()
 
+    def wait_for_replay(self, timeout: float | None = None) -> bool:
+        """Wait until the spool files found at start have each been re-sent (or handed back
+        to the spool); True if so within ``timeout``. True at once without a spool."""
+        return self._replay_done.wait(timeout)
+
     def stats(self) -> BufferStats:
         """A consistent snapshot of the counters."""
+        if not _ARMED[0]:
+            _after_fork_in_child()
         with self._lock:
             p = self._pipeline
             c = p.counters
             pending_lines = sum(len(s.lines) for s in self._shards)
+            failures = dict(c.failures)
+            if self._events_spilled:
+                failures[SPILLED_WHEN_FULL] = (
+                    failures.get(SPILLED_WHEN_FULL, 0) + self._events_spilled
+                )
             return BufferStats(
                 events_put=self._events_put,
                 events_delivered=c.events_delivered,
-                events_failed=c.events_failed,
+                events_failed=c.events_failed + self._events_spilled,
                 events_dropped=self._events_dropped,
                 events_buffered=pending_lines + p.staged_events + p.outstanding_events,
                 bytes_buffered=self._accepted_bytes - p.resolved_bytes,
@@ -368,7 +497,7 @@ class FirehoseBuffer:
                 retried_records=c.retried_records,
                 possible_duplicates=c.possible_duplicates,
                 last_error=p.last_error,
-                failures_by_reason=dict(c.failures),
+                failures_by_reason=failures,
                 streams=tuple(
                     StreamStats(
                         name=s.name,
@@ -381,6 +510,8 @@ class FirehoseBuffer:
                     )
                     for s, shard in zip(p.streams, self._shards, strict=True)
                 ),
+                events_spooled=self._events_spooled,
+                events_replayed=self._events_replayed,
             )
 
     # -- the worker's side ----------------------------------------------------------------
@@ -391,11 +522,15 @@ class FirehoseBuffer:
             while True:
                 self._wakeup.wait(timeout)
                 self._wakeup.clear()
-                batches, failures, stop, timeout = self._step()
+                batches, failures, stop, timeout, generation = self._step()
                 for batch in batches:
                     self._jobs.put(batch)
                 if failures:
                     self._report(failures)
+                if generation != self._reported_generation:
+                    with self._lock:
+                        self._reported_generation = generation
+                        self._progress.notify_all()
                 if stop:
                     return
         except BaseException:
@@ -410,13 +545,12 @@ class FirehoseBuffer:
                 self._progress.notify_all()
                 self._space.notify_all()
 
-    def _step(self) -> tuple[list[Batch], list[Failure], bool, float | None]:
+    def _step(self) -> tuple[list[Batch], list[Failure], bool, float | None, int]:
         """One look at everything, under the lock: outcomes in, lines packed, batches out."""
         p = self._pipeline
         with self._lock:
             now = self._clock()
             resolved_before = p.resolved_bytes
-            generation_before = p.flushed_generation
             failures: list[Failure] = []
             while self._done:
                 batch, outcome = self._done.popleft()
@@ -439,15 +573,14 @@ class FirehoseBuffer:
                 failures.extend(expired)
             if p.resolved_bytes != resolved_before:
                 self._space.notify_all()
-            if p.flushed_generation != generation_before:
-                self._progress.notify_all()
+            generation = p.flushed_generation
             stop = self._closed and p.idle
             deadline = p.next_deadline(now)
             if any(shard.lines for shard in self._shards):
                 soon = now + self._config.linger_seconds * _DRAIN_FRACTION
                 deadline = soon if deadline is None else min(deadline, soon)
         timeout = None if deadline is None else max(0.0, deadline - self._clock())
-        return batches, failures, stop, timeout
+        return batches, failures, stop, timeout, generation
 
     def _send_loop(self) -> None:
         jobs = self._jobs
@@ -463,11 +596,23 @@ class FirehoseBuffer:
             self._wakeup.set()
 
     def _report(self, failures: list[Failure]) -> None:
+        """Keep failed events in the spool if there is one; hand the rest to on_failure."""
         callback = self._config.on_failure
+        spool = self._spool
         for failure in failures:
+            if spool is not None and failure.events:
+                data = b"\n".join(failure.events) + b"\n"
+                if spool.append(failure.stream, data):
+                    with self._lock:
+                        self._events_spooled += len(failure.events)
+                    self._spool_log.warning(
+                        "%d events for %s could not be delivered (%s): kept in the spool %s",
+                        len(failure.events), failure.stream, failure.reason, spool.directory,
+                    )
+                    continue
             if callback is None:
                 self._failure_log.warning(
-                    "%d events for %s failed (%s); set on_failure to keep them",
+                    "%d events for %s failed (%s); set on_failure or spool_dir to keep them",
                     len(failure.events), failure.stream, failure.reason,
                 )
                 continue
@@ -475,6 +620,131 @@ class FirehoseBuffer:
                 callback(failure.events, failure.reason)
             except Exception:
                 log.exception("on_failure callback raised; the worker carries on")
+
+    # -- replay of the spool --------------------------------------------------------------
+
+    def _replay(self, files: list[SpoolFile]) -> None:
+        """Re-send spool files left by earlier runs, one at a time, alongside new events.
+
+        A file is deleted once every event in it has an outcome that keeps it: delivered, or
+        failed again and written to a new spool file. A crash in between leaves it in place
+        (sent again by the next run: at least once, never lost).
+        """
+        try:
+            for spool_file in files:
+                if self._closed:
+                    break
+                taken = claim(spool_file)
+                if taken is None:
+                    continue  # another process has it, or it is gone
+                self._claim = taken
+                try:
+                    self._replay_file(taken)
+                finally:
+                    self._claim = None
+                    taken.release()
+        except Exception:
+            log.exception("replaying the spool failed; its files stay for the next run")
+        finally:
+            self._replay_done.set()
+
+    def _replay_file(self, taken: Claim) -> None:
+        spool = self._spool
+        assert spool is not None
+        errors_before = spool.errors
+        chunks = taken.chunks()
+        replayed = 0
+        rest: list[bytes] = []
+        for chunk in chunks:
+            fed = self._feed(taken.stream, chunk)
+            replayed += fed
+            if fed < len(chunk):
+                # Closed while replaying: what was not fed moves to this run's spool file.
+                rest = chunk[fed:]
+                break
+        moved = True
+        if rest:
+            moved = spool.append(taken.stream, b"".join(rest))
+            for chunk in chunks:
+                moved = spool.append(taken.stream, b"".join(chunk)) and moved
+        if taken.torn_bytes:
+            log.warning("spool file %s ends with %d bytes of a line cut short by a crash; "
+                        "skipped", taken.path, taken.torn_bytes)
+        generation = self._request_flush()
+        if generation is not None:
+            with self._lock:
+                self._progress.wait_for(
+                    lambda: self._reported_generation >= generation or self._stopped
+                )
+        with self._lock:
+            accounted = self._reported_generation >= (generation or 0) or (
+                self._stopped and self._pipeline.idle
+                and not any(s.lines for s in self._shards)
+            )
+        if accounted and moved and spool.errors == errors_before:
+            taken.remove()
+            log.info("replayed %d events from spool file %s", replayed, taken.path)
+        else:
+            log.warning("spool file %s kept: not every event in it reached an outcome "
+                        "(it will be sent again; some events may be duplicated)", taken.path)
+
+    def _feed(self, stream: str, lines: list[bytes]) -> int:
+        """Hand replayed lines to the worker, waiting for room as long as it takes; returns
+        how many were taken before the buffer closed."""
+        config = self._config
+        known = self._stream_index.get(stream)
+        indices = [known if known is not None else self._replay_route(line) for line in lines]
+        limit = config.max_buffer_bytes
+        fed = 0
+        oversized: list[bytes] = []
+        wake = False
+        with self._lock:
+            for line, index in zip(lines, indices, strict=True):
+                size = len(line)
+                if size > self._max_line:
+                    oversized.append(line[:-1])
+                    fed += 1
+                    continue
+                while self._accepted_bytes - self._pipeline.resolved_bytes + size > limit:
+                    if self._closed:
+                        break
+                    self._wakeup.set()
+                    self._space.wait(_REPLAY_POLL_SECONDS)
+                if self._closed:
+                    break
+                i = self._sticky if index < 0 else index
+                shard = self._shards[i]
+                if not shard.lines:
+                    shard.first = self._clock()
+                    wake = True
+                shard.lines.append(line)
+                shard.nbytes += size
+                self._accepted_bytes += size
+                self._events_put += 1
+                self._events_replayed += 1
+                fed += 1
+                if shard.nbytes >= config.record_target_bytes:
+                    wake = True
+        if wake:
+            self._wakeup.set()
+        if oversized:
+            # Too large for this configuration's records: back to the spool, never dropped.
+            with self._lock:
+                self._events_put += len(oversized)
+                self._events_replayed += len(oversized)
+                self._pipeline.counters.events_failed += len(oversized)
+                self._pipeline.counters.failures["event_too_large"] += len(oversized)
+            self._report([Failure(stream, oversized, "event_too_large")])
+        return fed
+
+    def _replay_route(self, line: bytes) -> int:
+        """A spooled event for a stream this buffer does not have: route it as put() would."""
+        if not self._keyed:
+            return -1
+        try:
+            return self._route(line[:-1])
+        except EventValueError:
+            return -1
 
     # -- fork -----------------------------------------------------------------------------
 
@@ -484,10 +754,20 @@ class FirehoseBuffer:
         if self._pid == _getpid():
             return
         self._init_state()
-        if self._client_is_own:
-            self._client = make_client(self._config)
+        self._replay_done = threading.Event()
+        self._replay_done.set()  # the parent replays its spool; a child does not
+        if self._claim is not None:
+            self._claim.release()  # our copy only: the parent keeps its lock
+            self._claim = None
+        if self._spool is not None:
+            self._spool.after_fork()
+        if self._client_is_own or self._client_factory is not None:
+            self._client = self._new_client()
+        else:
+            log.warning("FirehoseBuffer in a forked child keeps the client it was given, "
+                        "whose connections the parent shares; pass client_factory instead")
         if not self._closed:
-            self._start_threads()
+            self._start_threads([])
 
 
 def _close_at_exit(ref: weakref.ReferenceType[FirehoseBuffer]) -> None:
@@ -496,14 +776,116 @@ def _close_at_exit(ref: weakref.ReferenceType[FirehoseBuffer]) -> None:
         buffer.close(buffer.config.exit_timeout_seconds)
 
 
+# -- fork detection ---------------------------------------------------------------------------
+#
+# Python's fork hooks (os.register_at_fork) run only when the fork goes through os.fork();
+# servers that fork from C without calling PyOS_AfterFork_Child (uWSGI without
+# --py-call-osafterfork, some C extensions) skip them. Comparing os.getpid() on every put()
+# would catch those too, but getpid is a syscall (about 200 ns on this project's machines,
+# more than half of encoding a 0.5 KB event). Instead, one page of private memory marked
+# MADV_WIPEONFORK holds a nonzero byte: the kernel hands a forked child that page zeroed,
+# however the fork was made, and reading one byte costs about 30 ns. Without that madvise
+# (not Linux, or Linux older than 4.14), the byte is emulated by a pid comparison.
+
+
+class _Flag(Protocol):
+    def __getitem__(self, index: int, /) -> int: ...
+    def __setitem__(self, index: int, value: int, /) -> None: ...
+
+
+class _PidFlag:
+    """The fallback: "armed" while the process is the one that armed it."""
+
+    def __init__(self) -> None:
+        self._pid = _getpid()
+
+    def __getitem__(self, index: int, /) -> int:
+        return 1 if _getpid() == self._pid else 0
+
+    def __setitem__(self, index: int, value: int, /) -> None:
+        self._pid = _getpid() if value else -1
+
+
+_MADV_WIPEONFORK = getattr(mmap, "MADV_WIPEONFORK", 18)  # 18 on every Linux architecture
+
+
+def _fork_flag() -> _Flag:
+    if sys.platform == "linux":
+        try:
+            page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
+            page.madvise(_MADV_WIPEONFORK)
+            page[0] = 1
+            return memoryview(page)  # keeps the mapping alive; cheaper to index than mmap
+        except (OSError, ValueError, AttributeError):
+            pass
+    return _PidFlag()
+
+
+#: Nonzero in the process that armed it; zero in a child forked by any means.
+_ARMED: _Flag = _fork_flag()
 _LIVE: weakref.WeakSet[FirehoseBuffer] = weakref.WeakSet()
+_FORK_LOCK = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
-    for buffer in list(_LIVE):
-        buffer._after_fork()
+    """Give every buffer inherited from the parent a fresh, empty state; then re-arm."""
+    with _FORK_LOCK:
+        if _ARMED[0]:
+            return  # another thread of this child did it first
+        for buffer in list(_LIVE):
+            buffer._after_fork()
+        _ARMED[0] = 1
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _fork_hook() -> None:
+    global _FORK_LOCK
+    # A thread of the parent may have held it at the fork; that thread does not exist here.
+    _FORK_LOCK = threading.Lock()
+    _after_fork_in_child()
 
-__all__ = ["FirehoseBuffer"]
+
+os.register_at_fork(after_in_child=_fork_hook)
+
+
+# -- SIGTERM ----------------------------------------------------------------------------------
+
+_TERMINATING = False
+
+
+def install_sigterm_handler() -> bool:
+    """Make SIGTERM end the process through a normal interpreter exit, which closes every
+    buffer (delivering, or spooling, within ``exit_timeout_seconds``).
+
+    Python's default SIGTERM kills the process at once: no atexit, events in memory lost.
+    Call this from the main thread when nothing else handles SIGTERM (containers and
+    plain scripts: ``docker stop``, Kubernetes, systemd). The handler raises
+    ``SystemExit(143)`` in the main thread; a later SIGTERM during the exit is ignored, so
+    a second signal cannot cut the flush short. A handler already installed (gunicorn's,
+    say) is chained: it is called instead, and its own shutdown ends in the normal exit that
+    closes the buffers. With SIGTERM ignored (``SIG_IGN``) nothing is installed.
+
+    Returns True when installed (or already installed). Raises ValueError off the main
+    thread (a rule of the ``signal`` module).
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:
+        return False
+    if getattr(previous, "_firehose_buffer", False):
+        return True
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        global _TERMINATING
+        if callable(previous):
+            previous(signum, frame)
+            return
+        if _TERMINATING:
+            return
+        _TERMINATING = True
+        raise SystemExit(128 + signum)
+
+    on_sigterm._firehose_buffer = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return True
+
+
+__all__ = ["FirehoseBuffer", "install_sigterm_handler"]

@@ -14,7 +14,7 @@ from .errors import ConfigurationError
 from .limits import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_EVENTS_PER_RECORD, MAX_RECORD_BYTES
 from .quota import Quota
 
-OnFull = Literal["block", "drop", "raise"]
+OnFull = Literal["block", "drop", "raise", "spill"]
 Event = Mapping[str, Any] | bytes
 #: Chooses a stream for an event: an index into ``streams`` or a stream name.
 Router = Callable[[Event], "int | str"]
@@ -55,11 +55,20 @@ class BufferConfig:
     retry_max_backoff_seconds: float = 10.0
     #: Bound on everything held in memory: buffered lines, records waiting, in flight and retried.
     max_buffer_bytes: int = 64 * 1024 * 1024
+    #: When max_buffer_bytes is reached: "block" put() up to max_block_seconds, then raise
+    #: BufferFullError; "drop" the event (put() returns False, counted in events_dropped);
+    #: "raise" BufferFullError at once; "spill" it to spool_dir (put() returns True; counted
+    #: as failed, reason "buffer_full", and spooled; replayed by the next run).
     on_full: OnFull = "block"
     max_block_seconds: float = 1.0
     #: close() at interpreter exit waits at most this long.
     exit_timeout_seconds: float = 5.0
+    #: Receives events that could not be delivered and were not kept in the spool.
     on_failure: FailureCallback | None = None
+    #: Directory (created 0700) where undeliverable events are kept as JSON Lines (files 0600):
+    #: expired, rejected, still unsent when close() or exit gives up, spilled when full. A
+    #: buffer re-sends what earlier runs left there, alongside new events. Off when None.
+    spool_dir: str | None = None
     #: Concurrent PutRecordBatch calls (at most one per stream); ``None``: one per stream, max 16.
     max_concurrent_requests: int | None = None
     region: str | None = None
@@ -99,6 +108,12 @@ class BufferConfig:
             raise ConfigurationError(
                 f"on_full must be one of {get_args(OnFull)}, not {self.on_full!r}"
             )
+        if self.spool_dir is not None:
+            if not isinstance(self.spool_dir, str | os.PathLike) or not os.fspath(self.spool_dir):
+                raise ConfigurationError("spool_dir must be a directory path")
+            object.__setattr__(self, "spool_dir", os.fspath(self.spool_dir))
+        if self.on_full == "spill" and self.spool_dir is None:
+            raise ConfigurationError('on_full="spill" needs a spool_dir to spill to')
         if not isinstance(self.quota, Quota):
             raise ConfigurationError("quota must be a firehose_buffer.Quota")
         _bounded("max_record_bytes", self.max_record_bytes, 1, MAX_RECORD_BYTES)

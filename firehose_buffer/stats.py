@@ -27,12 +27,14 @@ class BufferStats:
     """Counters since the buffer started (or since fork, in a child process).
 
     When the buffer is idle, ``events_put == events_delivered + events_failed +
-    events_dropped + events_buffered``.
+    events_dropped + events_buffered``. Replayed events count in ``events_put``; spooled
+    events are failed events that were kept.
     """
 
     events_put: int
     events_delivered: int
-    #: Events handed to ``on_failure`` (or logged): rejected, expired, abandoned at close.
+    #: Events not delivered: rejected, expired, abandoned at close, spilled when full; kept in
+    #: the spool (``events_spooled``), else handed to ``on_failure`` (or logged).
     events_failed: int
     #: Events refused by ``on_full="drop"``; never buffered.
     events_dropped: int
@@ -55,6 +57,11 @@ class BufferStats:
     last_error: str | None
     failures_by_reason: Mapping[str, int] = field(default_factory=dict)
     streams: tuple[StreamStats, ...] = ()
+    #: Events written to the spool (``spool_dir``): a subset of ``events_failed``, the part
+    #: kept on disk for a later run or ``firehose-buffer replay`` to re-send.
+    events_spooled: int = 0
+    #: Events read back from the spool and re-sent; included in ``events_put``.
+    events_replayed: int = 0
 
     @property
     def billed_ratio(self) -> float:

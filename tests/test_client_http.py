@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -16,6 +15,7 @@ import boto3
 import orjson
 import pytest
 from moto.server import ThreadedMotoServer
+from producer import produce
 
 from firehose_buffer import BufferConfig, FirehoseBuffer, Quota, sharded_stream_names
 from firehose_buffer.emulator import EmulatorControl, FaultRates, LocalFirehose
@@ -61,9 +61,12 @@ def test_every_event_survives_every_fault(tmp_path: Path) -> None:
         latency=0.03, latency_seconds=1.0,
     )
     failures: list[tuple[list[bytes], str]] = []
-    with LocalFirehose(streams=streams, data_dir=tmp_path, fault_rates=rates, seed=11) as fh:
+    # 30% of records failing as throttled drives the adaptive rate to its floor: the high
+    # quota keeps that floor fast enough for a short test.
+    with LocalFirehose(streams=streams, data_dir=tmp_path, fault_rates=rates, seed=11,
+                       quota=Quota.HIGH) as fh:
         config = BufferConfig(
-            streams=streams, endpoint_url=fh.endpoint_url, region="us-east-1",
+            streams=streams, endpoint_url=fh.endpoint_url, region="us-east-1", quota=Quota.HIGH,
             linger_seconds=0.05, read_timeout_seconds=0.5, connect_timeout_seconds=0.5,
             retry_initial_backoff_seconds=0.01, retry_max_backoff_seconds=0.2,
             # Small records and batches: many calls, so every kind of fault happens.
@@ -189,26 +192,6 @@ def test_sixteen_streams_at_quota_cause_no_throttling(
     assert set(seen) == {f"a-{i}" for i in range(n)}
 
 
-_SECOND_PRODUCER = textwrap.dedent("""
-    import sys, time, orjson
-    from firehose_buffer import BufferConfig, FirehoseBuffer, sharded_stream_names
-    endpoint, seconds = sys.argv[1], float(sys.argv[2])
-    config = BufferConfig(streams=sharded_stream_names("shared", 4), endpoint_url=endpoint,
-                          region="us-east-1", retry_max_backoff_seconds=1.0)
-    start = time.monotonic()
-    i = 0
-    with FirehoseBuffer(config) as buf:
-        while time.monotonic() - start < seconds:
-            buf.put({"event_id": f"b-{i}", "pad": "y" * 3900})
-            i += 1
-            if i % 100 == 0:
-                time.sleep(max(0.0, start + i / 1500 - time.monotonic()))
-        ok = buf.flush(timeout=120)
-        s = buf.stats()
-    print(orjson.dumps({"n": i, "ok": ok, "failed": s.events_failed}).decode(), flush=True)
-""")
-
-
 def test_a_second_producer_causes_throttles_and_both_lose_nothing(
     emulator_process: tuple[str, EmulatorControl],
 ) -> None:
@@ -216,32 +199,25 @@ def test_a_second_producer_causes_throttles_and_both_lose_nothing(
     streams = sharded_stream_names("shared", 4)
     for name in streams:
         control.create_stream(name)
-    # Each producer alone offers ~6 MB/s to 4 streams with 4 MiB/s of quota in all.
-    other = subprocess.Popen([sys.executable, "-c", _SECOND_PRODUCER, endpoint, "4"],
+    # Each producer alone offers ~6 MB/s to 4 streams with 4 MiB/s of quota in all; neither can
+    # see the other's traffic, only the throttling it causes.
+    other = subprocess.Popen([sys.executable, str(Path(__file__).with_name("producer.py")),
+                              endpoint, "4"],
                              stdout=subprocess.PIPE, text=True, env=os.environ.copy())
-    config = BufferConfig(streams=streams, endpoint_url=endpoint, region="us-east-1",
-                          retry_max_backoff_seconds=1.0)
-    lowest_share = 1.0
-    n = 0
-    start = time.monotonic()
-    with FirehoseBuffer(config) as buf:
-        while time.monotonic() - start < 4:
-            buf.put({"event_id": f"a-{n}", "pad": "x" * 3900})
-            n += 1
-            if n % 100 == 0:
-                time.sleep(max(0.0, start + n / 1500 - time.monotonic()))
-                lowest_share = min([lowest_share, *(s.allowed_share for s in buf.stats().streams)])
-        assert buf.flush(timeout=120), "the first producer could not deliver"
-        stats = buf.stats()
+    assert other.stdout is not None
+    assert other.stdout.readline().strip() == "ready"
+    first = produce(endpoint, 4, "a")
     out, _ = other.communicate(timeout=150)
     second = orjson.loads(out.strip().splitlines()[-1])
-    assert second["ok"] and second["failed"] == 0
+    for result in (first, second):
+        assert result["ok"] and result["failed"] == 0, result
+        if result["throttled"]:
+            assert result["lowest_share"] < 1.0, f"throttled but never slowed down: {result}"
     service = control.stats()
     assert service.throttled_records + service.throttled_requests > 0, "no contention happened"
-    assert stats.throttled_records + stats.throttled_requests > 0
-    assert lowest_share < 1.0, "the client never slowed down"
+    assert first["throttled"] + second["throttled"] > 0
     seen = _all_ids(control, streams)
-    expected = {f"a-{i}" for i in range(n)} | {f"b-{i}" for i in range(second["n"])}
+    expected = {f"a-{i}" for i in range(first["n"])} | {f"b-{i}" for i in range(second["n"])}
     assert set(seen) == expected
 
 
