@@ -262,14 +262,17 @@ class FirehoseBuffer:
                             or self._sticky_events >= config.max_events_per_record):
                         self._rotate_sticky()
                 shard = self._shards[index]
-                if not shard.lines:
+                lines = shard.lines
+                if not lines:
                     shard.first = self._clock()
                     wake = True
-                shard.lines.append(line)
-                shard.nbytes += size
+                lines.append(line)
+                nbytes = shard.nbytes = shard.nbytes + size
                 self._accepted_bytes += size
                 self._events_put += 1
-                if shard.nbytes >= config.record_target_bytes:
+                # Only the put that crosses the threshold wakes the worker: the event stays
+                # set until the worker runs, and Event.set() costs more than this whole block.
+                if nbytes >= config.record_target_bytes > nbytes - size:
                     wake = True
         if full:
             # Outside the lock: disk I/O, and a logging handler may itself put() into a buffer.
@@ -450,6 +453,7 @@ class FirehoseBuffer:
         worker = self._worker
         if self._spool is not None and (worker is None or not worker.is_alive()):
             self._spool.close()
+        self._telemetry.closed(self.stats())
         return delivered
 
     def __enter__(self) -> FirehoseBuffer:

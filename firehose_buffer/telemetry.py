@@ -275,10 +275,15 @@ class Telemetry:
         self._tracer = trace.get_tracer(SCOPE, _version(), tracer_provider)
         instruments = _instruments(meter_provider)
         self._duration = instruments.duration
-        source = _Source(stats)
+        source = self._source = _Source(stats)
         instruments.add(source)
         # Only the buffer holds this object, so it is collected with the buffer.
         weakref.finalize(self, instruments.dead.append, source)
+
+    def closed(self, final: BufferStats) -> None:
+        """The buffer closed: report these counts even if it is collected before a reader
+        next looks (otherwise its last minutes would go uncounted)."""
+        self._source.last = final
 
     def call(self, stream: str, records: int, nbytes: int, send: Callable[[], Outcome]) -> Outcome:
         """Run one PutRecordBatch (``send``) inside a span, timing it."""

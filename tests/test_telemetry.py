@@ -249,6 +249,19 @@ def test_two_buffers_add_up_and_a_gone_buffer_still_counts(otel: Otel) -> None:
                            points["firehose_buffer.stream.allowed_rate"]}
 
 
+def test_a_buffer_closed_and_collected_before_any_reading_still_counts(otel: Otel) -> None:
+    with LocalFirehose(streams=STREAMS) as fh:
+        buf = FirehoseBuffer(_config(fh, ("tel-a",)), meter_provider=otel.meters)
+        for i in range(250):
+            buf.put(_event(i))
+        assert buf.close(timeout=30)
+        del buf
+        gc.collect()
+        points, _, _ = otel.metrics()  # the first reading, after the buffer is gone
+    assert points["firehose_buffer.events.put"][()] == 250
+    assert points["firehose_buffer.events.delivered"][()] == 250
+
+
 def test_collection_survives_a_buffer_that_is_gone_or_broken(otel: Otel) -> None:
     with LocalFirehose(streams=["tel-a"]) as fh:
         with FirehoseBuffer(_config(fh, ("tel-a",))) as buffer:  # global no-op providers
