@@ -55,11 +55,28 @@ _DRAIN_FRACTION = 0.125
 #: spooling) what is left, so that close() as a whole ends within its timeout.
 _ABANDON_GRACE_SECONDS = 1.0
 _ABANDON_GRACE_FRACTION = 0.25
+#: The worker may hold the lock for a millisecond or more while it packs: past this many
+#: yields a producer sleeps on the lock instead of spinning.
+_YIELDS_BEFORE_BLOCKING = 50
 ABANDONED_AT_CLOSE = "closed_before_delivery"
 #: The failure reason of events spilled to the spool by ``on_full="spill"``.
 SPILLED_WHEN_FULL = "buffer_full"
 #: How often a replay waiting for room looks again (it is also woken as room appears).
 _REPLAY_POLL_SECONDS = 0.25
+
+
+def _acquire_contended(lock: threading.Lock) -> None:
+    """Take a lock another thread holds, yielding the GIL to it rather than sleeping on the lock.
+
+    A producer that sleeps on the lock while its holder waits for the GIL turns every later
+    put() into a hand-over between sleeping threads (a lock convoy): measured, 8 producers then
+    reach a quarter of one producer's throughput. Yielding lets the holder finish at once.
+    """
+    for _ in range(_YIELDS_BEFORE_BLOCKING):
+        time.sleep(0)
+        if lock.acquire(False):
+            return
+    lock.acquire()
 
 
 class _Shard:
@@ -244,7 +261,10 @@ class FirehoseBuffer:
             _after_fork_in_child()
         config = self._config
         wake = False
-        with self._lock:
+        lock = self._lock
+        if not lock.acquire(False):
+            _acquire_contended(lock)
+        try:
             if self._closed:
                 raise BufferClosedError("put() after close()")
             full = (self._accepted_bytes - self._pipeline.resolved_bytes + size
@@ -274,6 +294,9 @@ class FirehoseBuffer:
                 # set until the worker runs, and Event.set() costs more than this whole block.
                 if nbytes >= config.record_target_bytes > nbytes - size:
                     wake = True
+        finally:
+            lock.release()
+
         if full:
             # Outside the lock: disk I/O, and a logging handler may itself put() into a buffer.
             return self._when_full(index, line)

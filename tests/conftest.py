@@ -1,4 +1,4 @@
-"""Shared fixtures: every test must leave no firehose-buffer thread behind."""
+"""Shared fixtures: every test must leave no buffer or emulator thread behind."""
 
 from __future__ import annotations
 
@@ -16,20 +16,21 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_CONFIG_FILE", os.devnull)
 os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
-THREAD_PREFIX = "firehose-buffer-"
+THREAD_PREFIXES = ("firehose-buffer-", "firehose-emulator")
 THREAD_GRACE_SECONDS = 2.0
 
 
 def _buffer_threads(exclude: set[threading.Thread]) -> list[threading.Thread]:
     return [
         t for t in threading.enumerate()
-        if t.name.startswith(THREAD_PREFIX) and t.is_alive() and t not in exclude
+        if t.name.startswith(THREAD_PREFIXES) and t.is_alive() and t not in exclude
     ]
 
 
 @pytest.fixture(autouse=True)
 def no_leaked_buffer_threads() -> Iterator[None]:
-    """Fail a test that leaves a worker or sender thread running (an unclosed buffer).
+    """Fail a test that leaves a worker, sender or emulator thread running (an unclosed
+    buffer or a LocalFirehose never stopped).
 
     Threads get a short grace period after close(): senders leave when they next read
     their queue, which close() fills but does not wait for.
@@ -43,6 +44,6 @@ def no_leaked_buffer_threads() -> Iterator[None]:
         leaked = _buffer_threads(before)
     if leaked:
         pytest.fail(
-            f"test left {len(leaked)} firehose-buffer thread(s) running: "
-            f"{sorted(t.name for t in leaked)}; close every FirehoseBuffer",
+            f"test left {len(leaked)} thread(s) running: "
+            f"{sorted(t.name for t in leaked)}; close every FirehoseBuffer and LocalFirehose",
         )

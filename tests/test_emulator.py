@@ -38,13 +38,6 @@ class FakeClock:
         self.now += seconds
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_threads() -> Iterator[None]:
-    yield
-    leaked = [t.name for t in threading.enumerate() if t.name.startswith("firehose-emulator")]
-    assert leaked == []
-
-
 @pytest.fixture
 def fh(tmp_path: Path) -> Iterator[LocalFirehose]:
     with LocalFirehose(

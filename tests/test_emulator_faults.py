@@ -24,13 +24,6 @@ UNLIMITED = Quota(requests_per_second=1e6, bytes_per_second=1e12, records_per_se
 SLOW_DOWN = {"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "Slow down."}
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_threads() -> Iterator[None]:
-    yield
-    leaked = [t.name for t in threading.enumerate() if t.name.startswith("firehose-emulator")]
-    assert leaked == []
-
-
 @pytest.fixture
 def fh(tmp_path: Path) -> Iterator[LocalFirehose]:
     with LocalFirehose(data_dir=tmp_path, streams=["s", "t"], keep_records=True,
