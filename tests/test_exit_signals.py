@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 import pytest
+from fakes import FakeFirehose
 
 from firehose_buffer import BufferConfig, ConfigurationError, FirehoseBuffer
 from firehose_buffer.emulator import FaultRates, LocalFirehose
 from firehose_buffer.spool import pending_files
-from tests.fakes import FakeFirehose
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
