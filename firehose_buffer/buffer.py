@@ -48,9 +48,6 @@ log = logging.getLogger("firehose_buffer")
 _dumps = orjson.dumps
 _OPT = orjson.OPT_APPEND_NEWLINE
 _getpid = os.getpid
-#: While lines wait in memory, the worker looks at them this often (as a fraction of linger),
-#: so that the packer knows their age well enough to choose a cheap cut.
-_DRAIN_FRACTION = 0.125
 #: Of close()'s timeout, at most this much is kept back from flushing for failing (and
 #: spooling) what is left, so that close() as a whole ends within its timeout.
 _ABANDON_GRACE_SECONDS = 1.0
@@ -602,10 +599,9 @@ class FirehoseBuffer:
                 self._space.notify_all()
             generation = p.flushed_generation
             stop = self._closed and p.idle
+            # Shards are empty here; the first put into an empty shard wakes the worker, which
+            # is how lines get a put time close enough for the packer to choose a cheap cut.
             deadline = p.next_deadline(now)
-            if any(shard.lines for shard in self._shards):
-                soon = now + self._config.linger_seconds * _DRAIN_FRACTION
-                deadline = soon if deadline is None else min(deadline, soon)
         timeout = None if deadline is None else max(0.0, deadline - self._clock())
         return batches, failures, stop, timeout, generation
 
