@@ -3,7 +3,7 @@
 Events become JSON Lines packed into records cut at Firehose's 5 KB billing step.
 """
 
-from .buffer import FirehoseBuffer, install_sigterm_handler
+from .buffer import FirehoseBuffer
 from .config import BufferConfig, sharded_stream_names
 from .errors import (
     BufferClosedError,
@@ -14,6 +14,7 @@ from .errors import (
     EventValueError,
     FirehoseBufferError,
 )
+from .lifecycle import install_sigterm_handler
 from .packing import billed_bytes
 from .quota import Quota
 from .stats import BufferStats, StreamStats

@@ -5,18 +5,15 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import mmap
 import os
 import queue
-import signal
-import sys
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -30,6 +27,9 @@ from .errors import (
     EventTypeError,
     EventValueError,
 )
+from .lifecycle import ARMED as _ARMED
+from .lifecycle import LIVE as _LIVE
+from .lifecycle import after_fork_in_child as _after_fork_in_child
 from .limits import MAX_RECORD_BYTES
 from .logutil import RateLimitedLog
 from .pipeline import Batch, Failure, Pipeline
@@ -799,116 +799,4 @@ def _close_at_exit(ref: weakref.ReferenceType[FirehoseBuffer]) -> None:
         buffer.close(buffer.config.exit_timeout_seconds)
 
 
-# -- fork detection ---------------------------------------------------------------------------
-#
-# Python's fork hooks (os.register_at_fork) run only when the fork goes through os.fork();
-# servers that fork from C without calling PyOS_AfterFork_Child (uWSGI without
-# --py-call-osafterfork, some C extensions) skip them. Comparing os.getpid() on every put()
-# would catch those too, but getpid is a syscall (about 200 ns on this project's machines,
-# more than half of encoding a 0.5 KB event). Instead, one page of private memory marked
-# MADV_WIPEONFORK holds a nonzero byte: the kernel hands a forked child that page zeroed,
-# however the fork was made, and reading one byte costs about 30 ns. Without that madvise
-# (not Linux, or Linux older than 4.14), the byte is emulated by a pid comparison.
-
-
-class _Flag(Protocol):
-    def __getitem__(self, index: int, /) -> int: ...
-    def __setitem__(self, index: int, value: int, /) -> None: ...
-
-
-class _PidFlag:
-    """The fallback: "armed" while the process is the one that armed it."""
-
-    def __init__(self) -> None:
-        self._pid = _getpid()
-
-    def __getitem__(self, index: int, /) -> int:
-        return 1 if _getpid() == self._pid else 0
-
-    def __setitem__(self, index: int, value: int, /) -> None:
-        self._pid = _getpid() if value else -1
-
-
-_MADV_WIPEONFORK = getattr(mmap, "MADV_WIPEONFORK", 18)  # 18 on every Linux architecture
-
-
-def _fork_flag() -> _Flag:
-    if sys.platform == "linux":
-        try:
-            page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
-            page.madvise(_MADV_WIPEONFORK)
-            page[0] = 1
-            return memoryview(page)  # keeps the mapping alive; cheaper to index than mmap
-        except (OSError, ValueError, AttributeError):
-            pass
-    return _PidFlag()
-
-
-#: Nonzero in the process that armed it; zero in a child forked by any means.
-_ARMED: _Flag = _fork_flag()
-_LIVE: weakref.WeakSet[FirehoseBuffer] = weakref.WeakSet()
-_FORK_LOCK = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    """Give every buffer inherited from the parent a fresh, empty state; then re-arm."""
-    with _FORK_LOCK:
-        if _ARMED[0]:
-            return  # another thread of this child did it first
-        for buffer in list(_LIVE):
-            buffer._after_fork()
-        _ARMED[0] = 1
-
-
-def _fork_hook() -> None:
-    global _FORK_LOCK
-    # A thread of the parent may have held it at the fork; that thread does not exist here.
-    _FORK_LOCK = threading.Lock()
-    _after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_fork_hook)
-
-
-# -- SIGTERM ----------------------------------------------------------------------------------
-
-_TERMINATING = False
-
-
-def install_sigterm_handler() -> bool:
-    """Make SIGTERM end the process through a normal interpreter exit, which closes every
-    buffer (delivering, or spooling, within ``exit_timeout_seconds``).
-
-    Python's default SIGTERM kills the process at once: no atexit, events in memory lost.
-    Call this from the main thread when nothing else handles SIGTERM (containers and
-    plain scripts: ``docker stop``, Kubernetes, systemd). The handler raises
-    ``SystemExit(143)`` in the main thread; a later SIGTERM during the exit is ignored, so
-    a second signal cannot cut the flush short. A handler already installed (gunicorn's,
-    say) is chained: it is called instead, and its own shutdown ends in the normal exit that
-    closes the buffers. With SIGTERM ignored (``SIG_IGN``) nothing is installed.
-
-    Returns True when installed (or already installed). Raises ValueError off the main
-    thread (a rule of the ``signal`` module).
-    """
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
-        return False
-    if getattr(previous, "_firehose_buffer", False):
-        return True
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        global _TERMINATING
-        if callable(previous):
-            previous(signum, frame)
-            return
-        if _TERMINATING:
-            return
-        _TERMINATING = True
-        raise SystemExit(128 + signum)
-
-    on_sigterm._firehose_buffer = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGTERM, on_sigterm)
-    return True
-
-
-__all__ = ["FirehoseBuffer", "install_sigterm_handler"]
+__all__ = ["FirehoseBuffer"]

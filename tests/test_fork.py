@@ -30,7 +30,7 @@ import orjson
 import pytest
 
 import firehose_buffer.buffer as buffer_module
-from firehose_buffer import BufferConfig, FirehoseBuffer
+from firehose_buffer import BufferConfig, FirehoseBuffer, lifecycle
 from firehose_buffer.emulator import EmulatorControl
 
 PARENT_EVENTS = 400
@@ -195,7 +195,8 @@ def raw_fork_scenario(endpoint_url: str, flag: str, report: Path) -> None:
     """Run in a fresh interpreter (see below): the buffer's idle threads are its only ones."""
     if flag == "pid comparison":
         # The fallback where MADV_WIPEONFORK is missing (not Linux, or an old kernel).
-        buffer_module._ARMED = buffer_module._PidFlag()
+        # Both names of the flag: put() reads the buffer module's, the fork handling its own.
+        buffer_module._ARMED = lifecycle.ARMED = lifecycle._PidFlag()
     with FirehoseBuffer(config_for(Emulator(endpoint_url))) as buf:
         put_events(buf, "p", PARENT_EVENTS)
         wait_until_idle(buf)
@@ -216,7 +217,7 @@ def raw_fork_scenario(endpoint_url: str, flag: str, report: Path) -> None:
 def test_fork_without_hooks_while_the_lock_is_held_still_works(
     firehose: Emulator, tmp_path: Path, flag: str,
 ) -> None:
-    if flag != "pid comparison" and isinstance(buffer_module._ARMED, buffer_module._PidFlag):
+    if flag != "pid comparison" and isinstance(lifecycle.ARMED, lifecycle._PidFlag):
         pytest.skip("MADV_WIPEONFORK is not available here")
     # A fresh interpreter: pytest's process may run other threads (telemetry exporters,
     # servers of other tests) that a fork from C could catch holding the GIL.
