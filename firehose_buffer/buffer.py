@@ -585,6 +585,8 @@ class FirehoseBuffer:
                     shard.lines = []
                     shard.nbytes = 0
             flush_wanted = self._flush_requested > self._flush_marked
+            if not self._keyed:
+                p.merge_due_tails(self._sticky, now)
             p.pack(now, everything=flush_wanted or self._closed)
             if flush_wanted:
                 self._flush_marked = self._flush_requested
