@@ -85,7 +85,7 @@ def simulate(
                 shards[k] = []
                 shard_bytes[k] = 0
         draining = i >= n
-        pipeline.merge_due_tails(sticky, now)  # as the buffer's worker does for keyless events
+        pipeline.settle_keyless(sticky)  # as the buffer's worker does for keyless events
         pipeline.pack(now, everything=draining)
         batches, _ = pipeline.dispatch(now)
         in_flight.extend((now + rtt, b) for b in batches)

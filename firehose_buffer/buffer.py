@@ -79,12 +79,15 @@ def _acquire_contended(lock: threading.Lock) -> None:
 class _Shard:
     """Lines put for one stream since the worker last took them."""
 
-    __slots__ = ("first", "lines", "nbytes")
+    __slots__ = ("first", "lines", "nbytes", "staged")
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.nbytes = 0
         self.first = 0.0
+        #: Bytes the worker holds for this stream, not yet in a record (as of its last look):
+        #: with ``nbytes``, how close the stream is to a full record.
+        self.staged = 0
 
 
 class FirehoseBuffer:
@@ -287,9 +290,11 @@ class FirehoseBuffer:
                 nbytes = shard.nbytes = shard.nbytes + size
                 self._accepted_bytes += size
                 self._events_put += 1
-                # Only the put that crosses the threshold wakes the worker: the event stays
-                # set until the worker runs, and Event.set() costs more than this whole block.
-                if nbytes >= config.record_target_bytes > nbytes - size:
+                # A full record's worth is waiting: wake the worker to cut and send it, or it
+                # would wait for linger. Only the put that crosses the threshold wakes it: the
+                # event stays set until the worker runs, and Event.set() costs more than this.
+                level = shard.staged + nbytes
+                if level >= config.record_target_bytes > level - size:
                     wake = True
         finally:
             lock.release()
@@ -586,7 +591,7 @@ class FirehoseBuffer:
                     shard.nbytes = 0
             flush_wanted = self._flush_requested > self._flush_marked
             if not self._keyed:
-                p.merge_due_tails(self._sticky, now)
+                p.settle_keyless(self._sticky)
             p.pack(now, everything=flush_wanted or self._closed)
             if flush_wanted:
                 self._flush_marked = self._flush_requested
@@ -601,6 +606,8 @@ class FirehoseBuffer:
                 self._space.notify_all()
             generation = p.flushed_generation
             stop = self._closed and p.idle
+            for shard, stream in zip(self._shards, p.streams, strict=True):
+                shard.staged = stream.staged_bytes
             # Shards are empty here; the first put into an empty shard wakes the worker, which
             # is how lines get a put time close enough for the packer to choose a cheap cut.
             deadline = p.next_deadline(now)

@@ -32,6 +32,10 @@ FORCED_CUT_SLACK = 0.5
 #: Wake a little before a linger deadline so scheduling delay does not push an event past it.
 DEADLINE_MARGIN = 0.05
 
+#: Keyless remainders up to this size join the filling stream rather than leave alone: a
+#: small record wastes up to 5 KB of billing, a fraction that matters below tens of KB.
+MERGE_TAIL_BYTES = 64 * 1024
+
 TTL_EXPIRED = "record_ttl_expired"
 
 
@@ -159,25 +163,28 @@ class Pipeline:
 
     # -- records --------------------------------------------------------------------------
 
-    def merge_due_tails(self, into: int, now: float) -> None:
-        """For keyless events only: move lines that linger is about to force out of a stream
-        that is no longer being filled to the front of the stream that is (``into``).
+    def settle_keyless(self, into: int) -> dict[int, int]:
+        """For keyless events only: the streams sticky routing has moved on from get no new
+        lines until it comes back, so waiting for linger there only delays them. Cut their
+        full records now; move a short remainder to the front of the stream now filling
+        (``into``), where it starts a full record instead of leaving as a small one that
+        wastes up to 5 KB of billing; cut a longer remainder now too.
 
-        Sticky routing leaves a short tail behind in each stream it moves on from; sent
-        alone, each tail is a small record wasting half a 5 KB step on average. In front of
-        the filling stream's lines it becomes the start of a fuller record, cut where it
-        wastes least, and still leaves on time: its lines keep their put times.
+        Returns how many lines moved from each stream (for simulations that track them).
         """
-        cfg = self.config
-        due = cfg.linger_seconds * (1 - DEADLINE_MARGIN)
         target = self.streams[into]
+        moved: dict[int, int] = {}
         for s in self.streams:
-            if s is target or not s.lines or s.staged_bytes >= cfg.record_target_bytes:
+            if s is target or not s.lines:
                 continue
-            if s.chunks[0][1] + due > now:
+            self._cut(s, 0)  # full records only
+            if not s.lines:
                 continue
-            if target.chunks and s.chunks[-1][1] > target.chunks[0][1]:
-                continue  # would put younger lines before older ones: packing needs the order
+            in_order = not target.chunks or s.chunks[-1][1] <= target.chunks[0][1]
+            if s.staged_bytes > MERGE_TAIL_BYTES or not in_order:
+                self._cut(s, len(s.lines))
+                continue
+            moved[s.index] = len(s.lines)
             shift = len(s.lines)
             target.chunks = s.chunks + [(i + shift, t) for i, t in target.chunks]
             target.lines[:0] = s.lines
@@ -185,6 +192,7 @@ class Pipeline:
             target.backlog_bytes += s.staged_bytes
             s.backlog_bytes -= s.staged_bytes
             s.lines, s.chunks, s.staged_bytes = [], [], 0
+        return moved
 
     def pack(self, now: float, everything: bool = False) -> None:
         """Cut full records, and records whose oldest line has reached its linger deadline."""

@@ -13,11 +13,15 @@ def stable_index(key: str | bytes, n: int) -> int:
 
 
 def roomiest(current: int, headroom: Sequence[float]) -> int:
-    """The stream with the most headroom, preferring, among equals, the next after ``current``
-    so that equal streams are taken in turn rather than the first one every time."""
+    """The stream with the most headroom other than ``current`` (which has just had a
+    record's worth and would otherwise win on a float's difference and take a second one
+    before the first is even cut), preferring, among equals, the first after ``current``
+    so that equal streams are taken in turn."""
     n = len(headroom)
+    if n == 1:
+        return 0
     best = (current + 1) % n
-    for step in range(2, n + 1):
+    for step in range(2, n):
         i = (current + step) % n
         if headroom[i] > headroom[best]:
             best = i

@@ -88,20 +88,18 @@ class Sim:
             self.in_flight.append((self.now + LATENCY, batch))
 
     def merge(self, into: int) -> None:
-        """What the buffer does for keyless events; the put times move with the lines, after
-        the events of the records the target stream already has waiting."""
+        """What the buffer does for keyless events. Put times move with the lines merged,
+        after the events of the records the target stream already has waiting; lines cut in
+        place keep theirs."""
         p = self.pipeline
-        staged = [len(s.lines) for s in p.streams]
-        p.merge_due_tails(into, self.now)
+        moved = p.settle_keyless(into)
         target = self.put_times[into]
         waiting = sum(r.events for r in p.streams[into].ready)
-        for i, before in enumerate(staged):
-            moved = before - len(p.streams[i].lines) if i != into else 0
-            if moved:
-                times = [self.put_times[i].pop() for _ in range(moved)][::-1]
-                for k, t in enumerate(times):
-                    target.insert(waiting + k, t)
-                waiting += moved
+        for i, count in moved.items():
+            times = [self.put_times[i].pop() for _ in range(count)][::-1]
+            for k, t in enumerate(times):
+                target.insert(waiting + k, t)
+            waiting += count
 
     def drain(self) -> None:
         """What close() does: send everything left, then wait for every outcome."""
@@ -240,14 +238,16 @@ def sticky_billed_ratio(
 
 
 @pytest.mark.parametrize("rate", [500, 4_000])
-def test_billed_over_raw_stays_within_one_percent(rate: int) -> None:
+def test_billed_over_raw_stays_within_half_a_percent(rate: int) -> None:
     ratio, records, _ = sticky_billed_ratio(rate, seed=3)
     unmerged, unmerged_records, _ = sticky_billed_ratio(rate, seed=3, merge=False)
     print(f"\nbilled/raw at {rate} events/s (0.5-4 KB, default settings, 4 streams, "
           f"60 simulated s): {ratio:.5f} over {records} records "
           f"({unmerged:.5f} over {unmerged_records} without merging tails)")
-    assert ratio <= 1.01
-    assert ratio <= unmerged
+    assert ratio <= 1.005  # the project's goal
+    if rate == 500:
+        # Below quota, small leftover records are what packing loses: merging must help.
+        assert ratio < unmerged
 
 
 def test_merged_tails_still_leave_within_linger() -> None:

@@ -339,8 +339,10 @@ def test_replay_command_sends_the_spool_and_says_so(
                       "--region", "us-east-1")
     assert done.returncode == 0, done.stderr
     assert "500 of 500 events delivered" in done.stderr
-    assert sorted(ids(firehose.delivered_lines("s"))) == sorted(e["id"] for e in events(250, "a"))
-    assert sorted(ids(firehose.delivered_lines("t"))) == sorted(e["id"] for e in events(250, "b"))
+    # Keyless streams are interchangeable (the worker may move a short remainder to the
+    # stream it is filling), so what counts is every event once, across the streams.
+    delivered = ids(firehose.delivered_lines("s")) + ids(firehose.delivered_lines("t"))
+    assert sorted(delivered) == sorted(e["id"] for tag in "ab" for e in events(250, tag))
     assert pending_files(spool) == []
 
 
