@@ -165,10 +165,11 @@ class Pipeline:
 
     def settle_keyless(self, into: int) -> dict[int, int]:
         """For keyless events only: the streams sticky routing has moved on from get no new
-        lines until it comes back, so waiting for linger there only delays them. Cut their
-        full records now; move a short remainder to the front of the stream now filling
-        (``into``), where it starts a full record instead of leaving as a small one that
-        wastes up to 5 KB of billing; cut a longer remainder now too.
+        lines until it comes back. Cut their full records now, and move a short remainder
+        to the front of the stream now filling (``into``), where it starts a full record
+        instead of leaving after linger as a small one that wastes up to 5 KB of billing.
+        A longer remainder stays for linger: cut now, it would be one more indivisible
+        record competing for the stream's one-second byte window.
 
         Returns how many lines moved from each stream (for simulations that track them).
         """
@@ -182,7 +183,6 @@ class Pipeline:
                 continue
             in_order = not target.chunks or s.chunks[-1][1] <= target.chunks[0][1]
             if s.staged_bytes > MERGE_TAIL_BYTES or not in_order:
-                self._cut(s, len(s.lines))
                 continue
             moved[s.index] = len(s.lines)
             shift = len(s.lines)
