@@ -202,12 +202,8 @@ class _Run:
             lineno += 1
             self.lines += 1
             self.bytes_read += len(raw)
-            if self.failures.stop.is_set():
-                self.stopped = "fatal"
+            if not self._keep_going():
                 return False
-            now = time.monotonic()
-            if now >= self.next_progress:
-                self.progress(now)
             line = raw.strip()
             if lineno == 1 and line.startswith(_BOM):
                 line = line[len(_BOM):].strip()
@@ -231,6 +227,17 @@ class _Run:
                 note(COMMAND, f"skipped {where}: {problem}")
         return True
 
+    def _keep_going(self) -> bool:
+        """False once an error every later event would hit too has been seen; says how far
+        it got when a progress line is due."""
+        if self.failures.stop.is_set():
+            self.stopped = "fatal"
+            return False
+        now = time.monotonic()
+        if now >= self.next_progress:
+            self.progress(now)
+        return True
+
     def put(self, line: bytes) -> bool:
         """Put one event, waiting for room as long as delivery makes progress."""
         stalled_since: float | None = None
@@ -242,12 +249,9 @@ class _Run:
                 return True
             except BufferFullError:
                 pass
-            if self.failures.stop.is_set():
-                self.stopped = "fatal"
+            if not self._keep_going():
                 return False
             now = time.monotonic()
-            if now >= self.next_progress:
-                self.progress(now)
             s = self.buffer.stats()
             done = s.events_delivered + s.events_failed
             if done != delivered:
