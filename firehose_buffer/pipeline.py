@@ -20,7 +20,7 @@ from tenacity import RetryCallState, wait_random_exponential
 
 from .config import BufferConfig
 from .logutil import RateLimitedLog
-from .packing import billed_bytes, cut_records
+from .packing import billed_bytes, cut_records, take_batch
 from .ratelimit import StreamLimiter
 from .sender import THROTTLE_CODES, Outcome
 
@@ -157,10 +157,6 @@ class Pipeline:
     def staged_events(self) -> int:
         return sum(len(s.lines) for s in self.streams)
 
-    @property
-    def staged_bytes(self) -> int:
-        return sum(s.staged_bytes for s in self.streams)
-
     # -- records --------------------------------------------------------------------------
 
     def settle_keyless(self, into: int) -> dict[int, int]:
@@ -268,42 +264,46 @@ class Pipeline:
                 batch = Batch(s.index, s.name, chosen, nbytes, now)
                 s.in_flight = batch
                 batches.append(batch)
-            # Unsent candidates go back where they came from, in order.
             for r in reversed(candidates[count:]):
-                if r.attempts:
-                    heapq.heappush(s.retry, (r.not_before, r.id, r))
-                else:
-                    s.ready.appendleft(r)
+                self._put_back(s, r)
         return batches, failures
 
     def _candidates(self, s: StreamState, now: float, failures: list[Failure]) -> list[Record]:
+        """The next batch's records: due retries first, then fresh ones, failing the expired.
+
+        Taken until a batch's worth, then trimmed to what one batch may carry; the dispatcher
+        puts back what does not go.
+        """
         cfg = self.config
+        deadline = now - cfg.record_ttl_seconds
         out: list[Record] = []
         size = 0
-        ttl = cfg.record_ttl_seconds
-        while s.retry and s.retry[0][0] <= now and len(out) < cfg.max_batch_records:
-            r = heapq.heappop(s.retry)[2]
-            if now >= r.born + ttl:
+        while len(out) < cfg.max_batch_records and size < cfg.batch_target_bytes:
+            if s.retry and s.retry[0][0] <= now:
+                r = heapq.heappop(s.retry)[2]
+            elif s.ready:
+                r = s.ready.popleft()
+            else:
+                break
+            if r.born <= deadline:
                 s.backlog_bytes -= len(r.data)
                 failures.append(self._fail(s, r, TTL_EXPIRED))
                 continue
-            if out and size + len(r.data) > cfg.batch_target_bytes:
-                heapq.heappush(s.retry, (r.not_before, r.id, r))
-                break
             out.append(r)
             size += len(r.data)
-        while s.ready and len(out) < cfg.max_batch_records:
-            r = s.ready[0]
-            if now >= r.born + ttl:
-                s.ready.popleft()
-                s.backlog_bytes -= len(r.data)
-                failures.append(self._fail(s, r, TTL_EXPIRED))
-                continue
-            if out and size + len(r.data) > cfg.batch_target_bytes:
-                break
-            out.append(s.ready.popleft())
-            size += len(r.data)
-        return out
+        count = take_batch([len(r.data) for r in out], cfg.max_batch_records,
+                           cfg.batch_target_bytes)
+        for r in reversed(out[count:]):
+            self._put_back(s, r)
+        return out[:count]
+
+    @staticmethod
+    def _put_back(s: StreamState, r: Record) -> None:
+        """Return an unsent record where it came from, ahead of what is there."""
+        if r.attempts:
+            heapq.heappush(s.retry, (r.not_before, r.id, r))
+        else:
+            s.ready.appendleft(r)
 
     def _affordable(self, s: StreamState, records: Sequence[Record], now: float) -> int:
         """How many leading records the quotas let go now; sets ``quota_wake`` if none.
