@@ -35,20 +35,62 @@ def prefix_sums(sizes: Sequence[int]) -> list[int]:
     return list(accumulate(sizes, initial=0))
 
 
-def best_cut(prefix: Sequence[int], start: int, low: int, high: int) -> int:
-    """The end index in ``[low, high]`` whose record ``lines[start:end]`` wastes least.
+def best_cut(ends: Sequence[int], base: int, low: int, high: int) -> int:
+    """The index ``k`` in ``[low, high]`` whose record ``[base, ends[k])`` wastes least.
 
     Ties go to the longer record: fewer records, fewer requests.
     """
-    base = prefix[start]
-    best, best_waste = high, waste(prefix[high] - base)
-    for end in range(high - 1, low - 1, -1):
+    best, best_waste = high, waste(ends[high] - base)
+    for k in range(high - 1, low - 1, -1):
         if best_waste == 0:
             break
-        w = waste(prefix[end] - base)
+        w = waste(ends[k] - base)
         if w < best_waste:
-            best, best_waste = end, w
+            best, best_waste = k, w
     return best
+
+
+def cut_lines(
+    ends: Sequence[int],
+    first: int,
+    base: int,
+    must: int,
+    max_bytes: int,
+    max_events: int,
+    window_bytes: int = ALIGN_WINDOW_BYTES,
+) -> list[int]:
+    """Split buffered lines into records to send now; return each record's last line index.
+
+    ``ends[k]`` is the byte offset just past line ``k`` (the prefix sums of the line sizes);
+    the lines not yet in a record are ``ends[first:]`` and the first of them starts at
+    ``base``. Lines ``first .. must-1`` have to leave now (linger expired, or a flush); the
+    lines after the last returned index stay for a later, fuller record. Only the lines
+    looked at are touched, so the cost follows what is cut, not what is buffered.
+
+    - A full record (the next line would not fit, or it holds ``max_events`` lines) is always
+      cut, at the boundary within ``window_bytes`` of full that wastes least.
+    - The rest is cut only as far as ``must`` requires, at the boundary in ``[must-1, last]``
+      that wastes least: the younger tail waits for the next record.
+    """
+    n = len(ends)
+    cuts: list[int] = []
+    start = first
+    while start < n:
+        # Last line index that fits: a line alone always fits (put() checked its size).
+        fit = min(bisect_right(ends, base + max_bytes, start, n) - 1, start + max_events - 1)
+        fit = max(fit, start)
+        full = fit < n - 1 or fit - start + 1 == max_events or ends[fit] - base == max_bytes
+        if full:
+            low = max(start, bisect_right(ends, ends[fit] - window_bytes, start, fit))
+            k = best_cut(ends, base, low, fit)
+        elif must > start:
+            k = best_cut(ends, base, must - 1, n - 1)
+        else:
+            break
+        cuts.append(k)
+        base = ends[k]
+        start = k + 1
+    return cuts
 
 
 def cut_records(
@@ -58,38 +100,9 @@ def cut_records(
     max_events: int,
     window_bytes: int = ALIGN_WINDOW_BYTES,
 ) -> list[int]:
-    """Split buffered lines into records to send now; return each record's end index.
-
-    ``sizes`` are the byte lengths of the lines in order (each at most ``max_bytes``).
-    The first ``must`` lines have to leave now (linger expired, or a flush). Lines after the
-    last returned end stay buffered for a later, fuller record.
-
-    - A full record (the next line would not fit, or it holds ``max_events`` lines) is always
-      cut, at the boundary within ``window_bytes`` of full that wastes least.
-    - The rest is cut only as far as ``must`` requires, at the boundary in ``[must, len]`` that
-      wastes least: the younger tail waits for the next record.
-    """
-    n = len(sizes)
-    prefix = prefix_sums(sizes)
-    ends: list[int] = []
-    start = 0
-    while start < n:
-        fit_end = min(bisect_right(prefix, prefix[start] + max_bytes) - 1, start + max_events)
-        fit_end = max(fit_end, start + 1)  # a line alone always fits: put() checked its size
-        full = fit_end < n or fit_end - start == max_events or (
-            prefix[fit_end] - prefix[start] == max_bytes
-        )
-        if full:
-            floor_offset = prefix[fit_end] - window_bytes
-            low = max(start + 1, bisect_right(prefix, floor_offset, start, fit_end))
-            end = best_cut(prefix, start, low, fit_end)
-        elif must > start:
-            end = best_cut(prefix, start, must, n)
-        else:
-            break
-        ends.append(end)
-        start = end
-    return ends
+    """:func:`cut_lines` over line sizes; returns each record's end index (exclusive)."""
+    ends = prefix_sums(sizes)[1:]
+    return [k + 1 for k in cut_lines(ends, 0, 0, must, max_bytes, max_events, window_bytes)]
 
 
 def take_batch(record_sizes: Sequence[int], max_records: int, max_bytes: int) -> int:

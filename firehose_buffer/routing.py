@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from .errors import EventValueError
 
 
 def stable_index(key: str | bytes, n: int) -> int:
@@ -26,3 +31,86 @@ def roomiest(current: int, headroom: Sequence[float]) -> int:
         if headroom[i] > headroom[best]:
             best = i
     return best
+
+
+class Router:
+    """Which stream an event goes to: the one object put(), replay and simulations share.
+
+    Keyed (``partition_key`` or ``router``): :meth:`route` decides per event, and raises
+    :class:`EventValueError` for what cannot be routed. Keyless: every event goes to
+    ``sticky`` until the worker, seeing that stream has had a record's worth, calls
+    :meth:`visit_full` to move on; low traffic then makes few full records instead of many
+    thin ones, and the choice of the next stream weighs quota headroom.
+    """
+
+    __slots__ = ("_index", "_key", "_router", "keyed", "names", "sticky")
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        partition_key: str | None = None,
+        router: Callable[[Any], int | str] | None = None,
+    ) -> None:
+        self.names = tuple(names)
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self._key = partition_key
+        self._router = router
+        self.keyed = partition_key is not None or router is not None
+        self.sticky = 0
+
+    def route(self, event: Any, parsed: Any = None) -> int:
+        """The stream index for a keyed event, or ``sticky`` when it has no key.
+
+        ``parsed``: the decoded value of a bytes event, when the caller has it already.
+        """
+        if self._router is not None:
+            return self._call_router(event)
+        if isinstance(event, bytes | bytearray | memoryview):
+            event = parsed if parsed is not None else _parse(event)
+        value = event.get(self._key) if isinstance(event, Mapping) else None
+        if value is None:
+            return self.sticky
+        if not isinstance(value, str | bytes):
+            value = orjson.dumps(value)
+        return stable_index(value, len(self.names))
+
+    def _call_router(self, event: Any) -> int:
+        assert self._router is not None
+        try:
+            choice = self._router(event)
+        except Exception as exc:
+            raise EventValueError(f"router raised for this event: {exc!r}") from exc
+        if isinstance(choice, str):
+            index = self._index.get(choice)
+            if index is None:
+                raise EventValueError(f"router chose unknown stream {choice!r}")
+            return index
+        if isinstance(choice, bool) or not isinstance(choice, int) or not (
+            0 <= choice < len(self.names)
+        ):
+            raise EventValueError(f"router returned {choice!r}, not a stream index or name")
+        return choice
+
+    def for_stream(self, name: str, line: bytes) -> int:
+        """A spooled line meant for ``name``: that stream if this buffer has it, else routed
+        as put() would route it."""
+        index = self._index.get(name)
+        if index is not None:
+            return index
+        if not self.keyed:
+            return self.sticky
+        try:
+            return self.route(line)
+        except EventValueError:
+            return self.sticky
+
+    def visit_full(self, headroom: Sequence[float]) -> None:
+        """The sticky stream has had a record's worth: move to the roomiest other one."""
+        self.sticky = roomiest(self.sticky, headroom)
+
+
+def _parse(data: bytes | bytearray | memoryview) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise EventValueError(f"bytes event is not JSON: {exc}") from None

@@ -62,8 +62,25 @@ class BufferStats:
     events_spooled: int = 0
     #: Events read back from the spool and re-sent; included in ``events_put``.
     events_replayed: int = 0
+    #: Events close() could neither deliver nor keep nor hand over before its deadline
+    #: (each time, an ERROR log line gives the number).
+    events_lost: int = 0
 
     @property
     def billed_ratio(self) -> float:
         """Billed bytes over raw bytes (1.0 is perfect packing); 0.0 before any delivery."""
         return self.billed_bytes / self.bytes_sent if self.bytes_sent else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What became of the events a ``flush()`` or ``close()`` covered (everything put before
+    the call). Truthy only when every one of them was delivered."""
+
+    delivered: int
+    failed: int
+    #: Still without an outcome when the call returned (it timed out).
+    pending: int
+
+    def __bool__(self) -> bool:
+        return self.failed == 0 and self.pending == 0

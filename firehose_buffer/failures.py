@@ -1,0 +1,91 @@
+"""Where failed events go: the spool if there is one, then ``on_failure``, then a log line.
+
+Runs on the worker thread with no lock held (the callback and logging handlers are user
+code, and may put() into a buffer). Failures are merged per stream and reason first, so a
+slow callback is called once per kind of failure, not once per record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from .ledger import Ledger, Reason
+from .logutil import RateLimitedLog
+from .scheduler import Failure
+from .spool import Spool
+
+log = logging.getLogger("firehose_buffer")
+_OURS = frozenset(r.value for r in Reason)
+
+
+def merge(failures: Sequence[Failure]) -> list[Failure]:
+    merged: dict[tuple[str, str], Failure] = {}
+    for f in failures:
+        key = (f.stream, f.reason)
+        old = merged.get(key)
+        merged[key] = f if old is None else Failure(
+            f.stream, old.events + f.events, f.reason, old.maybe_stored + f.maybe_stored)
+    return list(merged.values())
+
+
+class FailureSink:
+    def __init__(
+        self,
+        spool: Spool | None,
+        on_failure: Callable[[list[bytes], str], None] | None,
+        ledger: Ledger,
+        lock: threading.Lock,
+    ) -> None:
+        self.spool = spool
+        self.on_failure = on_failure
+        self._ledger = ledger
+        self._lock = lock
+        self._logs: dict[tuple[str, str], RateLimitedLog] = {}
+        #: Events handed to this sink and not yet kept or handed over (for close()).
+        self.in_hand = 0
+
+    def report(self, failures: Sequence[Failure], *, respool: bool = True) -> None:
+        """Keep or hand over every event; ``respool=False`` skips the spool (lines that
+        came from it and cannot be sent would otherwise go round forever)."""
+        for failure in merge(failures):
+            with self._lock:
+                self.in_hand += len(failure.events)
+            try:
+                self._one(failure, respool)
+            finally:
+                with self._lock:
+                    self.in_hand -= len(failure.events)
+
+    def _one(self, failure: Failure, respool: bool) -> None:
+        if failure.reason not in _OURS:
+            self._log(failure).error(
+                "PutRecordBatch to %s failed with %s, which waiting cannot fix: %d events "
+                "failed", failure.stream, failure.reason, len(failure.events))
+        spool = self.spool
+        if spool is not None and respool and failure.events:
+            data = b"\n".join(failure.events) + b"\n"
+            if spool.append(failure.stream, data):
+                with self._lock:
+                    self._ledger.events_spooled += len(failure.events)
+                self._log(failure).warning(
+                    "%d events for %s could not be delivered (%s): kept in the spool %s",
+                    len(failure.events), failure.stream, failure.reason, spool.directory)
+                return
+        if self.on_failure is None:
+            self._log(failure).warning(
+                "%d events for %s failed (%s); set on_failure or spool_dir to keep them",
+                len(failure.events), failure.stream, failure.reason)
+            return
+        try:
+            self.on_failure(failure.events, failure.reason)
+        except Exception:
+            log.exception("on_failure callback raised; the worker carries on")
+
+    def _log(self, failure: Failure) -> RateLimitedLog:
+        key = (failure.stream, failure.reason)
+        limited = self._logs.get(key)
+        if limited is None:
+            limited = self._logs[key] = RateLimitedLog(log, interval=10.0)
+        return limited

@@ -1,0 +1,115 @@
+"""Spool files found at start, fed through the same append path as put().
+
+A file is deleted once every event in it reached an outcome that keeps it (delivered, or
+failed again and written to a new spool file). A crash in between leaves it in place: it is
+sent again by the next run (at least once, never lost). Lines that can never be sent (not
+JSON, too large for a record) go to ``on_failure`` once, never back to the spool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from .encoding import line_problem
+from .scheduler import Failure
+from .spool import Claim, SpoolFile, claim
+
+if TYPE_CHECKING:
+    from .buffer import FirehoseBuffer
+
+log = logging.getLogger("firehose_buffer")
+
+
+class Replayer:
+    def __init__(self, buffer: FirehoseBuffer, files: list[SpoolFile]) -> None:
+        self._buffer = buffer
+        self._files = files
+        self._done = threading.Event()
+        self._stop = threading.Event()
+        self._claim: Claim | None = None
+        self._thread = threading.Thread(target=self._run, name="firehose-buffer-replay",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._done.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def after_fork(self) -> None:
+        if self._claim is not None:
+            self._claim.release()  # our copy only: the parent keeps its lock
+            self._claim = None
+
+    def _run(self) -> None:
+        try:
+            for spool_file in self._files:
+                if self._stop.is_set():
+                    break
+                taken = claim(spool_file)
+                if taken is None:
+                    continue  # another process has it, or it is gone
+                self._claim = taken
+                try:
+                    self._replay(taken)
+                finally:
+                    self._claim = None
+                    taken.release()
+        except Exception:
+            log.exception("replaying the spool failed; its files stay for the next run")
+        finally:
+            self._done.set()
+
+    def _replay(self, taken: Claim) -> None:
+        buffer = self._buffer
+        spool = buffer._spool
+        assert spool is not None
+        max_line = buffer._max_line
+        errors_before = spool.errors
+        unsendable: dict[str, list[bytes]] = {}
+        fed = 0
+        complete = True
+        for chunk in taken.chunks():
+            for line in chunk:
+                problem = line_problem(line, max_line)
+                if problem is not None:
+                    unsendable.setdefault(problem, []).append(line[:-1])
+                    continue
+                index = buffer._router.for_stream(taken.stream, line[:-1])
+                if not buffer._append_replayed(index, line, self._stop):
+                    complete = False
+                    break
+                fed += 1
+            if not complete:
+                break
+        if unsendable:
+            count = sum(len(v) for v in unsendable.values())
+            with buffer._lock:
+                buffer._ledger.events_put += count
+                buffer._ledger.events_replayed += count
+                for reason, lines in unsendable.items():
+                    buffer._ledger.failed(reason, len(lines))
+            log.warning("spool file %s holds %d lines that cannot be sent; handed to "
+                        "on_failure, not kept", taken.path, count)
+            buffer._report([Failure(taken.stream, lines, reason)
+                            for reason, lines in unsendable.items()], respool=False)
+        if taken.torn_bytes:
+            log.warning("spool file %s ends with %d bytes of a line cut short by a crash; "
+                        "skipped", taken.path, taken.torn_bytes)
+        if not complete:
+            # Closed while replaying: the file stays, and is sent again by the next run.
+            log.warning("spool file %s kept: the buffer closed while replaying it (it will be "
+                        "sent again; some events may be duplicated)", taken.path)
+            return
+        result = buffer._flush_until(None)
+        if result.pending == 0 and spool.errors == errors_before:
+            taken.remove()
+            log.info("replayed %d events from spool file %s", fed, taken.path)
+        else:
+            log.warning("spool file %s kept: not every event in it reached an outcome "
+                        "(it will be sent again; some events may be duplicated)", taken.path)

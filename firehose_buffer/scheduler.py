@@ -1,0 +1,591 @@
+"""The delivery state machine behind one entry point, :meth:`Scheduler.tick`.
+
+Single-threaded and clock-free: the worker calls ``tick(now, outcomes, ...)`` and gets back
+the batches to send, the events that failed and when to look again; tests and benchmarks run
+the very same tick with simulated time. Per stream, data moves: bytes in a segment (found by
+scanning new bytes once for line ends) -> record (a slice of the segment) -> batch in flight
+-> delivered, or a retry with backoff, or failed with a reason.
+
+A tick costs what is new: bytes written since the last tick are scanned once, records are cut
+only where a stream is full or due, and streams with nothing new are skipped.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from tenacity import RetryCallState, wait_random_exponential
+
+from .accumulator import Accumulator, Oversized, Sealed, Segment
+from .config import BufferConfig
+from .ledger import Ledger, Reason
+from .packing import billed_bytes, cut_lines, take_batch
+from .ratelimit import StreamLimiter
+from .routing import Router
+from .transport import THROTTLE_CODES, Outcome
+
+#: How often the worker looks for new lines while anything is pending. put() does not wake
+#: the worker (that would cost every put a system call); this bounds how late a full record
+#: is noticed.
+TICK_SECONDS = 0.01
+#: A forced cut (linger) also takes lines this fraction of linger younger than the deadline,
+#: so a stream with steady traffic sends about two records per linger period, not one per tick.
+FORCED_CUT_SLACK = 0.5
+#: Wake a little before a linger deadline so scheduling delay does not push an event past it.
+DEADLINE_MARGIN = 0.05
+#: A tick this much later than planned means the process did not run (SIGSTOP, a frozen
+#: Lambda environment): that time does not count against record_ttl_seconds.
+FREEZE_SECONDS = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class Record:
+    id: int
+    data: memoryview | bytes
+    events: int
+    #: When its oldest line was first seen, on the TTL clock (which skips frozen time).
+    born: float
+    segment: Segment | None
+    attempts: int = 0
+    not_before: float = 0.0
+    #: Sent in a call whose outcome was lost: it may be stored already.
+    maybe_stored: bool = False
+
+    def lines(self) -> list[bytes]:
+        return bytes(self.data)[:-1].split(b"\n")
+
+
+@dataclass(slots=True, eq=False)
+class Batch:
+    stream: int
+    name: str
+    records: list[Record]
+    nbytes: int
+    sent_at: float
+
+    def payloads(self) -> list[memoryview | bytes]:
+        return [r.data for r in self.records]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    stream: str
+    events: list[bytes]
+    reason: str
+    #: Events among them that may have been stored (a lost answer): counted as duplicates.
+    maybe_stored: int = 0
+
+
+@dataclass(slots=True)
+class FlushMark:
+    generation: int
+    marker: int
+    remaining: int
+    events: int
+    delivered: int = 0
+    failed: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Span:
+    """One segment's lines for a stream, from the first not yet in a record."""
+
+    segment: Segment
+    ends: list[int] = field(default_factory=list)
+    first: int = 0
+    base: int = 0
+    scanned: int = 0
+    sealed: bool = False
+    #: (index of the first line of a group, TTL-clock time the worker first saw it)
+    stamps: deque[tuple[int, float]] = field(default_factory=deque)
+
+
+@dataclass(slots=True, eq=False)
+class StreamState:
+    index: int
+    name: str
+    limiter: StreamLimiter
+    spans: deque[_Span] = field(default_factory=deque)
+    ready: deque[Record] = field(default_factory=deque)
+    retry: list[tuple[float, int, Record]] = field(default_factory=list)
+    in_flight: Batch | None = None
+    staged_bytes: int = 0
+    staged_events: int = 0
+    #: Bytes waiting for this stream (staged, ready, retry): what routing weighs.
+    backlog_bytes: int = 0
+    quota_wake: float | None = None
+    records_sent: int = 0
+    bytes_sent: int = 0
+    throttled_records: int = 0
+
+
+@dataclass(slots=True)
+class Tick:
+    batches: list[Batch]
+    failures: list[Failure]
+    #: When to look again (monotonic); None: only when woken.
+    wake_at: float | None
+
+
+class _Attempt:
+    """The one field of tenacity's RetryCallState its wait strategies read."""
+
+    __slots__ = ("attempt_number",)
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
+class Scheduler:
+    def __init__(
+        self, config: BufferConfig, accumulator: Accumulator, router: Router, now: float,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self.config = config
+        self.acc = accumulator
+        self.router = router
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.streams = [
+            StreamState(i, name, StreamLimiter(config.quota, config.quota_share, now))
+            for i, name in enumerate(config.streams)
+        ]
+        self.outstanding_records = 0
+        self.outstanding_events = 0
+        self.outstanding_bytes = 0
+        self.flushed: list[FlushMark] = []
+        self._flushes: list[FlushMark] = []
+        self._next_id = 1
+        #: Seconds the process spent frozen, left out of the TTL clock.
+        self.frozen = 0.0
+        self._planned: float | None = None
+        self._wait = wait_random_exponential(
+            multiplier=config.retry_initial_backoff_seconds, max=config.retry_max_backoff_seconds
+        )
+
+    # -- the one entry point --------------------------------------------------------------
+
+    def tick(
+        self,
+        now: float,
+        outcomes: Sequence[tuple[Batch, Outcome]] = (),
+        *,
+        flush: int | None = None,
+        everything: bool = False,
+        abandon: str | None = None,
+    ) -> Tick:
+        """Outcomes in; new lines found; records cut; flushes marked; batches out.
+
+        ``flush``: a flush generation to mark (everything seen so far is cut and covered).
+        ``everything``: cut every line now (closing). ``abandon``: fail all that is left with
+        this reason (close's deadline passed).
+        """
+        if self._planned is not None and now - self._planned > FREEZE_SECONDS:
+            self.frozen += now - self._planned
+        ttl_now = now - self.frozen
+        failures: list[Failure] = []
+        for batch, outcome in outcomes:
+            failures.extend(self._complete(batch, outcome, now, ttl_now))
+        arrived = self._gather(ttl_now)
+        if not self.router.keyed and arrived:
+            self._maybe_move_on(now)
+        self._pack(ttl_now, everything=everything or flush is not None)
+        if flush is not None:
+            self._mark_flush(flush)
+        batches: list[Batch] = []
+        if abandon is not None:
+            failures.extend(self._abandon(abandon))
+        else:
+            batches = self._dispatch(now, ttl_now, failures)
+        wake = self._next_wake(now, ttl_now)
+        self._planned = wake if wake is not None else None
+        return Tick(batches, failures, wake)
+
+    # -- lines in -------------------------------------------------------------------------
+
+    def _gather(self, ttl_now: float) -> int:
+        """Scan what producers wrote since the last tick; returns new bytes seen."""
+        arrived = 0
+        acc = self.acc
+        for s in self.streams:
+            ring = acc.rings[s.index]
+            handed: list[Sealed | Oversized] = []
+            if ring.handed:
+                handed, _ = acc.take(s.index)
+            for item in handed:
+                if isinstance(item, Oversized):
+                    arrived += self._oversized(s, item.line, ttl_now)
+                    continue
+                span = self._span_for(s, item.segment)
+                arrived += self._scan(s, span, item.end, ttl_now)
+                span.sealed = True
+            current = ring.current
+            if current is not None:
+                span = self._span_for(s, current)
+                if not span.sealed:
+                    arrived += self._scan(s, span, current.mm.tell(), ttl_now)
+        return arrived
+
+    @staticmethod
+    def _span_for(s: StreamState, segment: Segment) -> _Span:
+        if s.spans and s.spans[-1].segment is segment and not s.spans[-1].sealed:
+            return s.spans[-1]
+        span = _Span(segment)
+        s.spans.append(span)
+        return span
+
+    def _scan(self, s: StreamState, span: _Span, end: int, ttl_now: float) -> int:
+        pos = span.scanned
+        if end <= pos:
+            return 0
+        ends = span.ends
+        k0 = len(ends)
+        find = span.segment.mm.find
+        while pos < end:
+            pos = find(b"\n", pos, end) + 1
+            ends.append(pos)
+        new_bytes = end - span.scanned
+        span.scanned = end
+        span.stamps.append((k0, ttl_now))
+        events = len(ends) - k0
+        s.staged_bytes += new_bytes
+        s.staged_events += events
+        s.backlog_bytes += new_bytes
+        self.ledger.events_put += events
+        return new_bytes
+
+    def _oversized(self, s: StreamState, line: bytes, ttl_now: float) -> int:
+        self.ledger.events_put += 1
+        record = self._record(line, 1, ttl_now, None)
+        s.ready.append(record)
+        s.backlog_bytes += len(line)
+        return len(line)
+
+    def _maybe_move_on(self, now: float) -> None:
+        """Keyless: once the sticky stream has had a record's worth, move to another."""
+        s = self.streams[self.router.sticky]
+        if s.staged_bytes >= self.config.record_target_bytes or (
+            s.staged_events >= self.config.max_events_per_record
+        ):
+            self.router.visit_full([
+                st.limiter.affordable_bytes(now) - st.backlog_bytes for st in self.streams
+            ])
+
+    # -- records --------------------------------------------------------------------------
+
+    def _record(
+        self, data: memoryview | bytes, events: int, born: float, segment: Segment | None,
+    ) -> Record:
+        record = Record(self._next_id, data, events, born, segment)
+        self._next_id += 1
+        self.outstanding_records += 1
+        self.outstanding_events += events
+        self.outstanding_bytes += len(data)
+        if segment is not None:
+            segment.open_records += 1
+        return record
+
+    def _pack(self, ttl_now: float, *, everything: bool) -> None:
+        cfg = self.config
+        target = cfg.record_target_bytes
+        max_events = cfg.max_events_per_record
+        due_after = cfg.linger_seconds * (1 - DEADLINE_MARGIN)
+        cutoff = ttl_now - cfg.linger_seconds * (1 - FORCED_CUT_SLACK)
+        for s in self.streams:
+            if not s.spans:
+                continue
+            for span in list(s.spans):
+                n = len(span.ends)
+                if span.first < n:
+                    if everything or span.sealed:
+                        must = n
+                    elif span.stamps[0][1] + due_after <= ttl_now:
+                        must = next((k for k, t in span.stamps if t > cutoff), n)
+                    else:
+                        must = 0
+                    if must or span.ends[-1] - span.base >= target or (
+                        n - span.first >= max_events
+                    ):
+                        self._cut(s, span, must, target, max_events)
+                if span.sealed and span.first == len(span.ends):
+                    s.spans.remove(span)
+                    segment = span.segment
+                    segment.retired = True
+                    if segment.open_records == 0:
+                        self.acc.release(segment)
+
+    def _cut(self, s: StreamState, span: _Span, must: int, target: int, max_events: int) -> None:
+        cuts = cut_lines(span.ends, span.first, span.base, must, target, max_events)
+        if not cuts:
+            return
+        view = span.segment.view
+        stamps = span.stamps
+        made_bytes = 0
+        first = span.first
+        base = span.base
+        for k in cuts:
+            while len(stamps) > 1 and stamps[1][0] <= first:
+                stamps.popleft()
+            end = span.ends[k]
+            record = self._record(view[base:end], k - first + 1, stamps[0][1], span.segment)
+            s.ready.append(record)
+            made_bytes += end - base
+            first = k + 1
+            base = end
+        while len(stamps) > 1 and stamps[1][0] <= first:
+            stamps.popleft()
+        s.staged_events -= first - span.first
+        s.staged_bytes -= made_bytes
+        span.first = first
+        span.base = base
+
+    # -- batches --------------------------------------------------------------------------
+
+    def _dispatch(self, now: float, ttl_now: float, failures: list[Failure]) -> list[Batch]:
+        """Batches that quotas allow now, at most one in flight per stream."""
+        batches: list[Batch] = []
+        for s in self.streams:
+            if s.in_flight is not None or not (s.ready or s.retry):
+                s.quota_wake = None if s.in_flight is not None else s.quota_wake
+                continue
+            if s.quota_wake is not None and now < s.quota_wake:
+                continue
+            s.quota_wake = None
+            candidates = self._candidates(s, ttl_now, failures)
+            if not candidates:
+                continue
+            count = self._affordable(s, candidates, now)
+            if count:
+                chosen = candidates[:count]
+                nbytes = sum(len(r.data) for r in chosen)
+                s.limiter.take(nbytes, count, now)
+                s.backlog_bytes -= nbytes
+                batch = Batch(s.index, s.name, chosen, nbytes, now)
+                s.in_flight = batch
+                batches.append(batch)
+            for r in reversed(candidates[count:]):
+                self._put_back(s, r)
+        return batches
+
+    def _candidates(self, s: StreamState, ttl_now: float, failures: list[Failure]) -> list[Record]:
+        """The next batch's records: due retries first, then fresh ones, failing the expired."""
+        cfg = self.config
+        deadline = ttl_now - cfg.record_ttl_seconds
+        out: list[Record] = []
+        size = 0
+        while len(out) < cfg.max_batch_records and size < cfg.batch_target_bytes:
+            if s.retry and s.retry[0][0] <= ttl_now:
+                r = heapq.heappop(s.retry)[2]
+            elif s.ready:
+                r = s.ready.popleft()
+            else:
+                break
+            if r.born <= deadline and r.attempts:
+                # Only a record that has had a try can expire: after a freeze, every record
+                # gets at least one attempt.
+                s.backlog_bytes -= len(r.data)
+                failures.append(self._fail(s, r, Reason.TTL_EXPIRED))
+                continue
+            out.append(r)
+            size += len(r.data)
+        count = take_batch([len(r.data) for r in out], cfg.max_batch_records,
+                           cfg.batch_target_bytes)
+        for r in reversed(out[count:]):
+            self._put_back(s, r)
+        return out[:count]
+
+    @staticmethod
+    def _put_back(s: StreamState, r: Record) -> None:
+        if r.attempts:
+            heapq.heappush(s.retry, (r.not_before, r.id, r))
+        else:
+            s.ready.appendleft(r)
+
+    def _affordable(self, s: StreamState, records: Sequence[Record], now: float) -> int:
+        """How many leading records the quotas let go now; sets ``quota_wake`` if none.
+
+        A partial batch goes only once a quarter of a full batch is affordable: sending
+        whatever trickles into the bucket would mean many tiny requests, each costing CPU.
+        """
+        limiter = s.limiter
+        sizes = [len(r.data) for r in records]
+        need = min(sum(sizes), max(sizes[0], self.config.batch_target_bytes // 4))
+        wait = limiter.wait_time(need, 1, now)
+        if wait > 0.0:
+            s.quota_wake = now + wait
+            return 0
+        count = limiter.grantable(sizes, now)
+        if not count:
+            s.quota_wake = now + limiter.wait_time(sizes[0], 1, now)
+        return count
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def _complete(
+        self, batch: Batch, outcome: Outcome, now: float, ttl_now: float,
+    ) -> list[Failure]:
+        s = self.streams[batch.stream]
+        if s.in_flight is not batch:
+            return []  # abandoned at close: already failed
+        s.in_flight = None
+        c = self.ledger
+        c.requests_sent += 1
+        failures: list[Failure] = []
+        if outcome.throttled:
+            s.limiter.throttled(now)
+        if outcome.codes is not None:
+            for record, code in zip(batch.records, outcome.codes, strict=True):
+                if code is None:
+                    self._deliver(s, record)
+                    continue
+                c.last_error = f"{s.name}: {code}"
+                if code in THROTTLE_CODES:
+                    c.throttled_records += 1
+                    s.throttled_records += 1
+                self._retry(s, record, ttl_now, unknown=False, failures=failures)
+            return failures
+        error = outcome.error or "Unknown"
+        c.last_error = f"{s.name}: {error}"
+        if outcome.throttled:
+            c.throttled_requests += 1
+        if outcome.retryable:
+            for record in batch.records:
+                self._retry(s, record, ttl_now, unknown=outcome.unknown, failures=failures)
+            return failures
+        failures.extend(self._fail(s, r, error) for r in batch.records)
+        return failures
+
+    def _deliver(self, s: StreamState, r: Record) -> None:
+        c = self.ledger
+        size = len(r.data)
+        c.events_delivered += r.events
+        c.records_sent += 1
+        c.bytes_sent += size
+        c.billed_bytes += billed_bytes(size)
+        s.records_sent += 1
+        s.bytes_sent += size
+        self._resolve(r, delivered=True)
+
+    def _retry(
+        self, s: StreamState, r: Record, ttl_now: float, *, unknown: bool,
+        failures: list[Failure],
+    ) -> None:
+        if unknown and not r.maybe_stored:
+            r.maybe_stored = True
+            self.ledger.possible_duplicates += r.events
+        if ttl_now >= r.born + self.config.record_ttl_seconds:
+            failures.append(self._fail(s, r, Reason.TTL_EXPIRED))
+            return
+        r.attempts += 1
+        delay = self._wait(cast(RetryCallState, _Attempt(r.attempts)))
+        r.not_before = min(ttl_now + delay, r.born + self.config.record_ttl_seconds)
+        heapq.heappush(s.retry, (r.not_before, r.id, r))
+        s.backlog_bytes += len(r.data)
+        self.ledger.retried_records += 1
+
+    def _fail(self, s: StreamState, r: Record, reason: str) -> Failure:
+        self.ledger.failed(reason, r.events)
+        failure = Failure(s.name, r.lines(), reason, r.events if r.maybe_stored else 0)
+        self._resolve(r, delivered=False)
+        return failure
+
+    def _resolve(self, r: Record, *, delivered: bool) -> None:
+        self.outstanding_records -= 1
+        self.outstanding_events -= r.events
+        self.outstanding_bytes -= len(r.data)
+        segment = r.segment
+        if segment is not None:
+            r.data = b""  # let go of the segment's memory before it is reused
+            segment.open_records -= 1
+            if segment.open_records == 0 and segment.retired:
+                self.acc.release(segment)
+        else:
+            self.acc.release_oversized(len(r.data))
+        if self._flushes:
+            for mark in self._flushes:
+                if r.id <= mark.marker:
+                    mark.remaining -= 1
+                    if delivered:
+                        mark.delivered += r.events
+                    else:
+                        mark.failed += r.events
+            while self._flushes and self._flushes[0].remaining <= 0:
+                self.flushed.append(self._flushes.pop(0))
+
+    # -- flush, close, scheduling ---------------------------------------------------------
+
+    def _mark_flush(self, generation: int) -> None:
+        """Every line seen is in a record now: the flush is done when every record that
+        exists has an outcome."""
+        mark = FlushMark(generation, self._next_id - 1, self.outstanding_records,
+                         self.outstanding_events)
+        if mark.remaining == 0 and not self._flushes:
+            self.flushed.append(mark)
+        else:
+            self._flushes.append(mark)
+
+    def pending_flushes(self) -> list[FlushMark]:
+        return list(self._flushes)
+
+    def _abandon(self, reason: str) -> list[Failure]:
+        """Fail everything not yet delivered, in flight included (it may have landed)."""
+        failures: list[Failure] = []
+        for s in self.streams:
+            pending = list(s.ready) + [item[2] for item in sorted(s.retry)]
+            if s.in_flight is not None:
+                for r in s.in_flight.records:
+                    if not r.maybe_stored:
+                        r.maybe_stored = True
+                        self.ledger.possible_duplicates += r.events
+                pending.extend(s.in_flight.records)
+            s.ready.clear()
+            s.retry.clear()
+            s.in_flight = None
+            s.backlog_bytes = 0
+            failures.extend(self._fail(s, r, reason) for r in pending)
+        return failures
+
+    def _next_wake(self, now: float, ttl_now: float) -> float | None:
+        linger = self.config.linger_seconds * (1 - DEADLINE_MARGIN)
+        times: list[float] = []
+        staged = False
+        for s in self.streams:
+            for span in s.spans:
+                if span.first < len(span.ends):
+                    times.append(span.stamps[0][1] + linger + self.frozen)
+                    staged = True
+            if s.in_flight is None:
+                if s.quota_wake is not None:
+                    times.append(s.quota_wake)
+                elif s.retry:
+                    times.append(s.retry[0][0] + self.frozen)
+                elif s.ready:
+                    times.append(now)
+        if staged or self.outstanding_records:
+            times.append(now + TICK_SECONDS)
+        return min(times) if times else None
+
+    @property
+    def idle(self) -> bool:
+        return self.outstanding_records == 0 and not any(
+            s.staged_events for s in self.streams
+        )
+
+    def unseen_events(self) -> int:
+        """Events written since the last tick (for stats between ticks)."""
+        count = 0
+        for s in self.streams:
+            current = self.acc.rings[s.index].current
+            if current is None:
+                continue
+            span = s.spans[-1] if s.spans and s.spans[-1].segment is current else None
+            pos = span.scanned if span is not None else 0
+            end = current.mm.tell()
+            find = current.mm.find
+            while pos < end:
+                pos = find(b"\n", pos, end) + 1
+                count += 1
+        return count

@@ -1,0 +1,205 @@
+"""The worker thread that runs the scheduler, and the small pool of sender threads.
+
+Every loop here is guarded: an exception in one unit of work becomes an outcome (a retry, a
+possible duplicate, a failure) and a log line, never a dead thread or a jammed stream. Only
+the scheduler's own state is touched under the lock; sending, the failure sink, logging and
+callbacks run without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .failures import FailureSink
+from .ledger import Reason
+from .scheduler import Batch, FlushMark, Scheduler
+from .telemetry import Telemetry
+from .transport import Outcome, Transport
+
+log = logging.getLogger("firehose_buffer")
+
+#: After a crash in the worker's own loop, wait this long before the next tick, so a bug
+#: that repeats cannot spin a core.
+_CRASH_PAUSE_SECONDS = 0.05
+#: A call still unanswered this long after its deadline is given up on (its thread too).
+_WATCHDOG_GRACE_SECONDS = 2.0
+
+
+@dataclass(slots=True)
+class _Job:
+    batch: Batch
+    started: float
+
+
+class Worker:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        transport: Transport,
+        sink: FailureSink,
+        telemetry: Telemetry,
+        lock: threading.Lock,
+        *,
+        clock: Callable[[], float],
+        max_senders: int,
+        call_timeout: float,
+    ) -> None:
+        self.scheduler = scheduler
+        self.transport = transport
+        self.sink = sink
+        self.telemetry = telemetry
+        self.lock = lock
+        self.progress = threading.Condition(lock)
+        self.clock = clock
+        self.wakeup = threading.Event()
+        #: put() wakes the worker only when this is set (it sleeps with nothing pending).
+        self.sleeping = False
+        self.max_senders = max_senders
+        self.call_timeout = call_timeout
+        self.thread: threading.Thread | None = None
+        self.stopped = False
+        self.closing = False
+        self.abandon = False
+        self.flush_requested = 0
+        self._flush_marked = 0
+        #: Flush generations whose records all have outcomes and whose failures are reported.
+        self.flushes_done: dict[int, FlushMark] = {}
+        self.done_generation = 0
+        self._done: deque[tuple[Batch, Outcome]] = deque()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._senders: list[threading.Thread] = []
+        self._busy = 0
+        #: Sender threads the watchdog gave up on that have not come back yet.
+        self._lost = 0
+        self._in_flight: dict[int, _Job] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="firehose-buffer-worker",
+                                       daemon=True)
+        self.thread.start()
+
+    def wake(self) -> None:
+        self.sleeping = False
+        self.wakeup.set()
+
+    def stop_senders(self) -> None:
+        for _ in self._senders:
+            self._jobs.put(None)
+
+    # -- the worker thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        wait: float | None = 0.0
+        while True:
+            self.wakeup.wait(wait)
+            self.wakeup.clear()
+            try:
+                wait = self._step()
+            except Exception:
+                log.exception("firehose_buffer worker step failed; carrying on")
+                wait = _CRASH_PAUSE_SECONDS
+            if wait is not None and wait < 0:
+                return
+
+    def _step(self) -> float | None:
+        """One tick; returns how long to sleep (None: until woken; negative: stop)."""
+        sched = self.scheduler
+        with self.lock:
+            now = self.clock()
+            outcomes = []
+            while self._done:
+                outcomes.append(self._done.popleft())
+            outcomes.extend(self._overdue(now))
+            flush = None
+            if self.flush_requested > self._flush_marked:
+                flush = self._flush_marked = self.flush_requested
+            tick = sched.tick(
+                now, outcomes, flush=flush, everything=self.closing,
+                abandon=Reason.CLOSED if self.abandon else None,
+            )
+            for batch in tick.batches:
+                self._in_flight[id(batch)] = _Job(batch, now)
+            stop = self.closing and sched.idle and not self._in_flight
+        for batch in tick.batches:
+            self._submit(batch)
+        if tick.failures:
+            self.sink.report(tick.failures)
+        with self.lock:
+            while sched.flushed:
+                mark = sched.flushed.pop(0)
+                self.flushes_done[mark.generation] = mark
+                self.done_generation = max(self.done_generation, mark.generation)
+            self.progress.notify_all()
+            if stop:
+                self.stopped = True
+                return -1.0
+            wake = tick.wake_at
+            if wake is None:
+                # Nothing pending: sleep until a put() or a call wakes us. Say so first,
+                # then look once more, so a put() in between is not missed.
+                self.sleeping = True
+                if sched.acc.rings and sched.unseen_events():
+                    self.sleeping = False
+                    return 0.0
+                return None
+        return max(0.0, wake - self.clock())
+
+    def _overdue(self, now: float) -> list[tuple[Batch, Outcome]]:
+        """Calls past their deadline: their outcome is unknown; retry them, and let the
+        stuck thread go (a new one takes its place)."""
+        limit = self.call_timeout + _WATCHDOG_GRACE_SECONDS
+        late = [job for job in self._in_flight.values() if now - job.started > limit]
+        out = []
+        for job in late:
+            del self._in_flight[id(job.batch)]
+            self._busy -= 1
+            self._lost += 1
+            out.append((job.batch, Outcome(error="CallTimeout", retryable=True, unknown=True)))
+        return out
+
+    # -- senders ------------------------------------------------------------------------------
+
+    def _submit(self, batch: Batch) -> None:
+        with self.lock:
+            self._busy += 1
+            working = len(self._senders) - self._lost
+            grow = self._busy > working and working < self.max_senders
+            if grow:
+                thread = threading.Thread(
+                    target=self._send_loop, name=f"firehose-buffer-sender-{len(self._senders)}",
+                    daemon=True)
+                self._senders.append(thread)
+        if grow:
+            thread.start()
+        self._jobs.put(_Job(batch, self.clock()))
+
+    def _send_loop(self) -> None:
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            batch = job.batch
+            try:
+                outcome = self.telemetry.call(
+                    batch.name, len(batch.records), batch.nbytes,
+                    lambda b=batch: self.transport.send(b.name, b.payloads()),
+                )
+            except BaseException as exc:  # noqa: BLE001  a send must never end this thread
+                log.exception("sending to %s raised; the batch will be retried", batch.name)
+                outcome = Outcome(error=type(exc).__name__, retryable=True, unknown=True)
+            with self.lock:
+                if self._in_flight.pop(id(batch), None) is None:
+                    self._lost -= 1  # the watchdog gave up on it already
+                    continue
+                self._busy -= 1
+                self._done.append((batch, outcome))
+            self.wakeup.set()
