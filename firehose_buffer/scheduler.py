@@ -473,7 +473,7 @@ class Scheduler:
         self, s: StreamState, r: Record, ttl_now: float, *, unknown: bool,
         failures: list[Failure],
     ) -> None:
-        if unknown and not r.maybe_stored:
+        if unknown:
             r.maybe_stored = True
             self.ledger.possible_duplicates += r.events
         if ttl_now >= r.born + self.config.record_ttl_seconds:
@@ -537,9 +537,8 @@ class Scheduler:
             pending = list(s.ready) + [item[2] for item in sorted(s.retry)]
             if s.in_flight is not None:
                 for r in s.in_flight.records:
-                    if not r.maybe_stored:
-                        r.maybe_stored = True
-                        self.ledger.possible_duplicates += r.events
+                    r.maybe_stored = True
+                    self.ledger.possible_duplicates += r.events
                 pending.extend(s.in_flight.records)
             s.ready.clear()
             s.retry.clear()
