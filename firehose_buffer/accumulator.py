@@ -34,13 +34,15 @@ MIN_SEGMENT_BYTES = 4096
 MAX_SEGMENT_BYTES = 4 * 1024 * 1024
 
 
-def segment_size(max_buffer_bytes: int, streams: int) -> int:
-    """Two segments per stream fit the bound; never below a page or above 4 MiB.
+def segment_size(max_buffer_bytes: int, streams: int, record_bytes: int) -> int:
+    """Four records, with two segments per stream within the bound; never below a page or
+    above 4 MiB.
 
     Records never span segments, so a segment's last record may be short (it wastes at most
-    one billing step); larger segments make that rarer, smaller ones keep the bound exact.
+    one billing step); larger segments make that rarer, smaller ones keep the bound exact and
+    move a keyless burst on to the next stream sooner.
     """
-    size = max_buffer_bytes // (2 * streams)
+    size = min(max_buffer_bytes // (2 * streams), 4 * record_bytes)
     return max(MIN_SEGMENT_BYTES, min(MAX_SEGMENT_BYTES, size))
 
 
@@ -105,8 +107,8 @@ class Full(Exception):
 
 
 class Accumulator:
-    def __init__(self, streams: int, max_buffer_bytes: int) -> None:
-        self.segment_bytes = segment_size(max_buffer_bytes, streams)
+    def __init__(self, streams: int, max_buffer_bytes: int, record_bytes: int) -> None:
+        self.segment_bytes = segment_size(max_buffer_bytes, streams, record_bytes)
         self.max_segments = max(1, max_buffer_bytes // self.segment_bytes)
         self.max_buffer_bytes = max_buffer_bytes
         self.rings = [Ring() for _ in range(streams)]
@@ -120,16 +122,17 @@ class Accumulator:
 
     # -- producers (slow path; the fast path is inlined in put()) ----------------------------
 
-    def slow_append(self, index: int, line: bytes) -> None:
+    def slow_append(self, index: int, line: bytes) -> bool:
         """Append under the lock: a new segment if the current one is full. Raises
         :class:`Full` when the bound allows nothing more; the caller decides what that means.
-        The caller checks ``closed`` first, under the same lock."""
+        The caller checks ``closed`` first, under the same lock. Returns True when the line
+        went into a segment the stream had just moved to."""
         ring = self.rings[index]
         size = len(line)
         mm = ring.mm
         try:
             mm.write(line)
-            return
+            return False
         except ValueError:
             pass
         if size > self.segment_bytes:
@@ -137,7 +140,7 @@ class Accumulator:
                 raise Full
             self.oversized_bytes += size
             ring.handed.append(Oversized(line))
-            return
+            return False
         segment = self._take_segment()
         old = ring.current
         # Swap first, then read where the old segment ends: a producer that loaded the old
@@ -149,6 +152,7 @@ class Accumulator:
             ring.handed.append(Sealed(old, old_mm.tell()))
             old_mm.seek(old.size)  # any stray write fails from now on
         segment.mm.write(line)
+        return old is not None
 
     def _used_bytes(self) -> int:
         return (self._segments - len(self._free)) * self.segment_bytes + self.oversized_bytes

@@ -111,7 +111,8 @@ class FirehoseBuffer:
         self._full_log = RateLimitedLog(log, interval=10.0)
         self._ledger = Ledger()
         self._router = Router(config.streams, config.partition_key, config.router)
-        self._acc = Accumulator(len(config.streams), config.max_buffer_bytes)
+        self._acc = Accumulator(len(config.streams), config.max_buffer_bytes,
+                                config.record_target_bytes)
         self._rings = self._acc.rings
         self._scheduler = Scheduler(config, self._acc, self._router, self._clock(),
                                     self._ledger)
@@ -188,7 +189,10 @@ class FirehoseBuffer:
                 if acc.closed:
                     raise BufferClosedError("put() after close()")
                 try:
-                    acc.slow_append(index, line)
+                    if acc.slow_append(index, line) and index == self._router.sticky:
+                        # A burst can fill a segment between two ticks of the worker (which
+                        # moves keyless traffic on after a record's worth): move on here too.
+                        self._router.sticky = (index + 1) % len(self._rings)
                     appended = True
                     break
                 except Full:
@@ -293,7 +297,8 @@ class FirehoseBuffer:
             generation = worker.flush_requested
         worker.wake()
         if threading.current_thread() is worker.thread:
-            return FlushResult(0, 0, self._scheduler.outstanding_events)
+            # The worker cannot wait for itself: it asked; it never claims success.
+            return FlushResult(0, 0, max(1, self._scheduler.outstanding_events))
         with self._lock:
             worker.progress.wait_for(
                 lambda: worker.done_generation >= generation or worker.stopped,
@@ -336,7 +341,7 @@ class FirehoseBuffer:
             with self._lock:
                 worker.closing = True
             worker.wake()
-            return FlushResult(0, 0, self._scheduler.outstanding_events)
+            return FlushResult(0, 0, max(1, self._scheduler.outstanding_events))
         with self._lock:
             worker.closing = True
         if self._replayer is not None:

@@ -73,20 +73,28 @@ class Replayer:
         errors_before = spool.errors
         unsendable: dict[str, list[bytes]] = {}
         fed = 0
-        complete = True
-        for chunk in taken.chunks():
-            for line in chunk:
+        rest: list[bytes] = []
+        chunks = taken.chunks()
+        for chunk in chunks:
+            for i, line in enumerate(chunk):
                 problem = line_problem(line, max_line)
                 if problem is not None:
                     unsendable.setdefault(problem, []).append(line[:-1])
                     continue
                 index = buffer._router.for_stream(taken.stream, line[:-1])
                 if not buffer._append_replayed(index, line, self._stop):
-                    complete = False
+                    rest = chunk[i:]
                     break
                 fed += 1
-            if not complete:
+            if rest:
                 break
+        moved = True
+        if rest:
+            # Closed while replaying: what was not fed moves to this run's spool file, so the
+            # original can go once what was fed has an outcome.
+            moved = spool.append(taken.stream, b"".join(rest))
+            for chunk in chunks:
+                moved = spool.append(taken.stream, b"".join(chunk)) and moved
         if unsendable:
             count = sum(len(v) for v in unsendable.values())
             with buffer._lock:
@@ -101,13 +109,8 @@ class Replayer:
         if taken.torn_bytes:
             log.warning("spool file %s ends with %d bytes of a line cut short by a crash; "
                         "skipped", taken.path, taken.torn_bytes)
-        if not complete:
-            # Closed while replaying: the file stays, and is sent again by the next run.
-            log.warning("spool file %s kept: the buffer closed while replaying it (it will be "
-                        "sent again; some events may be duplicated)", taken.path)
-            return
         result = buffer._flush_until(None)
-        if result.pending == 0 and spool.errors == errors_before:
+        if result.pending == 0 and moved and spool.errors == errors_before:
             taken.remove()
             log.info("replayed %d events from spool file %s", fed, taken.path)
         else:

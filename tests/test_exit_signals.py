@@ -231,9 +231,11 @@ def test_a_buffer_whose_construction_fails_leaves_no_thread(
         real_start(self)
 
     monkeypatch.setattr(threading.Thread, "start", start)
+    buf = FirehoseBuffer(BufferConfig(streams=("s", "t")), FakeFirehose({"s", "t"}))
     with pytest.raises(RuntimeError, match="can't start new thread"):
-        FirehoseBuffer(BufferConfig(streams=("s", "t")), FakeFirehose({"s", "t"}))
+        buf.put({"first": "use starts the threads"})
     monkeypatch.undo()
+    buf.close(1)
     deadline = time.monotonic() + 5
     while buffer_threads() - before and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -247,15 +249,15 @@ def test_flush_and_close_inside_on_failure_do_not_deadlock() -> None:
     holder: list[FirehoseBuffer] = []
 
     def on_failure(events: list[bytes], reason: str) -> None:
-        results.append(("flush", holder[0].flush(5)))
-        results.append(("close", holder[0].close(5)))
+        results.append(("flush", bool(holder[0].flush(5))))
+        results.append(("close", bool(holder[0].close(5))))
 
     buf = FirehoseBuffer(BufferConfig(streams=("s",), linger_seconds=0.01,
                                       on_failure=on_failure), fake)
     holder.append(buf)
     try:
         buf.put({"n": 1})
-        assert buf.flush(10)
+        assert buf.flush(10).pending == 0
     finally:
         assert buf.close(10)
     # From the worker neither can wait for the worker: they ask and return False at once.
@@ -276,7 +278,7 @@ def test_an_exception_in_on_failure_is_logged_and_the_worker_carries_on(
     with FirehoseBuffer(BufferConfig(streams=("s",), linger_seconds=0.01,
                                      on_failure=on_failure), fake) as buf:
         buf.put({"n": 1})
-        assert buf.flush(10)
+        assert buf.flush(10).pending == 0
         buf.put({"n": 2})
         assert buf.flush(10)
         s = buf.stats()

@@ -181,10 +181,10 @@ def wait_until_idle(buf: FirehoseBuffer) -> None:
     """Until the worker has taken every line and waits (for a deadline a minute away)."""
     deadline = time.monotonic() + 10
     while True:
-        worker = buf._worker
+        worker = buf._worker.thread
         frame = sys._current_frames().get(worker.ident or 0) if worker else None
-        if frame is not None and frame.f_code.co_name == "wait" and not any(
-                shard.lines for shard in buf._shards):
+        if frame is not None and frame.f_code.co_name == "wait" and (
+                buf._scheduler.unseen_events() == 0):
             return
         if time.monotonic() > deadline:
             raise TimeoutError("the worker never went idle")

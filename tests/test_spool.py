@@ -79,7 +79,7 @@ def test_rejected_events_are_spooled_owner_only_then_replayed_once_by_the_next_r
     with FirehoseBuffer(config) as first:
         for e in sent:
             first.put(e)
-        assert first.flush(10)
+        assert first.flush(10).pending == 0
         s = first.stats()
     assert s.failures_by_reason == {"AccessDeniedException": 300}
     assert s.events_spooled == s.events_failed == 300
@@ -109,7 +109,7 @@ def test_expired_events_are_spooled() -> None:
         with FirehoseBuffer(config, fake) as buf:
             for e in events(50):
                 buf.put(e)
-            assert buf.flush(10)
+            assert buf.flush(10).pending == 0
             s = buf.stats()
         assert s.failures_by_reason == {"record_ttl_expired": 50}
         assert s.events_spooled == 50
@@ -125,7 +125,7 @@ def test_close_deadline_spools_everything_left_and_counts_add_up(tmp_path: Path)
     sent = events(2_000)
     for e in sent:
         buf.put(e)
-    assert buf.close(timeout=0.5) is False
+    assert not buf.close(timeout=0.5)
     s = buf.stats()
     assert s.events_buffered == 0
     assert s.events_put == s.events_delivered + s.events_failed + s.events_dropped
@@ -276,6 +276,7 @@ def test_closing_during_a_replay_moves_what_was_not_sent_to_a_new_spool_file(
                           max_buffer_bytes=1_100_000, retry_initial_backoff_seconds=0.01,
                           retry_max_backoff_seconds=0.05)
     buf = FirehoseBuffer(config, fake)
+    buf.wait_for_replay(0)  # threads start on first use
     wait_until(lambda: buf.stats().events_replayed > 0, "the replay to start")
     buf.close(timeout=1.0)
     assert buf.wait_for_replay(5)
