@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from .client import make_client
 from .config import BufferConfig, Event
 from .errors import (
     BufferClosedError,
@@ -34,10 +33,11 @@ from .limits import MAX_RECORD_BYTES
 from .logutil import RateLimitedLog
 from .pipeline import Batch, Failure, Pipeline
 from .routing import roomiest, stable_index
-from .sender import FirehoseClient, Outcome, put_record_batch
+from .sender import FirehoseClient, Outcome
 from .spool import Claim, Spool, SpoolFile, claim, pending_files
 from .stats import BufferStats, StreamStats
 from .telemetry import Telemetry
+from .transport import make_transport
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -127,9 +127,7 @@ class FirehoseBuffer:
         self._config = config
         self._clock = clock
         # Everything that can fail comes before any thread starts.
-        self._client_factory = client_factory
-        self._client = self._new_client() if client is None else client
-        self._client_is_own = client is None
+        self._transport = make_transport(config, client, client_factory)
         self._spool = Spool(config.spool_dir) if config.spool_dir is not None else None
         self._stream_index = {name: i for i, name in enumerate(config.streams)}
         self._keyed = config.partition_key is not None or config.router is not None
@@ -155,11 +153,6 @@ class FirehoseBuffer:
         except BaseException:
             self._stop_started_threads()
             raise
-
-    def _new_client(self) -> FirehoseClient:
-        if self._client_factory is not None:
-            return self._client_factory()
-        return make_client(self._config)
 
     def _init_state(self) -> None:
         config = self._config
@@ -622,7 +615,7 @@ class FirehoseBuffer:
                 return
             outcome = self._telemetry.call(
                 batch.name, len(batch.records), batch.nbytes,
-                functools.partial(put_record_batch, self._client, batch.name, batch.payloads()),
+                functools.partial(self._transport.send, batch.name, batch.payloads()),
             )
             self._done.append((batch, outcome))
             self._wakeup.set()
@@ -793,11 +786,7 @@ class FirehoseBuffer:
             self._claim = None
         if self._spool is not None:
             self._spool.after_fork()
-        if self._client_is_own or self._client_factory is not None:
-            self._client = self._new_client()
-        else:
-            log.warning("FirehoseBuffer in a forked child keeps the client it was given, "
-                        "whose connections the parent shares; pass client_factory instead")
+        self._transport.after_fork()
         if not self._closed:
             self._start_threads([])
 
