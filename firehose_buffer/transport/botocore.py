@@ -20,8 +20,9 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.parsers import ResponseParserError
 
-from .outcome import Outcome, classify_error, classify_response
+from .outcome import MALFORMED, Outcome, classify_error, classify_response
 
 log = logging.getLogger("firehose_buffer")
 
@@ -76,10 +77,16 @@ class BotocoreTransport:
             return Outcome(error=type(exc).__name__, retryable=True)
         except (NoCredentialsError, PartialCredentialsError) as exc:
             return Outcome(error=type(exc).__name__)
+        except ResponseParserError:
+            return MALFORMED
         except BotoCoreError as exc:
             # Connection reset, read timeout, bad response...: the records may have landed.
             return Outcome(error=type(exc).__name__, retryable=True, unknown=True)
         except Exception as exc:  # a bug or an exotic client: keep the events, retry, say so
+            if _raised_in_parser(exc):
+                # botocore's parser trips over shapes it does not expect (a string where an
+                # entry should be) with plain AttributeErrors: the answer was malformed.
+                return MALFORMED
             log.exception("PutRecordBatch to %s raised unexpectedly", stream)
             return Outcome(error=type(exc).__name__, retryable=True, unknown=True)
         return classify_response(response, len(records))
@@ -102,6 +109,15 @@ class BotocoreTransport:
 
     def close(self) -> None:
         """Nothing to release: the client is the user's (or the factory's) to close."""
+
+
+def _raised_in_parser(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__") == "botocore.parsers":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _int(value: object) -> int:
