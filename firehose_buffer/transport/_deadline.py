@@ -9,6 +9,7 @@ on the first call, exits after a few idle seconds, and is made anew in a forked 
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
@@ -97,12 +98,10 @@ class Watchdog:
                 armed.fired = True
                 sock = armed.conn.sock
                 if sock is not None:
-                    try:
-                        # The plain socket's shutdown, also for TLS: the SSL object stays
-                        # intact and the blocked reader wakes with an error or EOF.
+                    # The plain socket's shutdown, also for TLS: the SSL object stays
+                    # intact and the blocked reader wakes with an error or EOF.
+                    with contextlib.suppress(OSError):
                         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
 
 class _NoConn:

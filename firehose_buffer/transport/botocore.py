@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -142,15 +142,15 @@ def _remake(client: Any) -> FirehoseClient | None:
     if credentials is not None:
         # The same credentials object (refreshable ones keep refreshing), through the
         # session's public hook for where credentials come from.
-        class _Inherited(CredentialProvider):  # type: ignore[misc]
+        class _Inherited(CredentialProvider):
             METHOD = "firehose-buffer-inherited"
 
             def load(self) -> Any:
                 return credentials
 
         session.register_component("credential_provider", CredentialResolver([_Inherited()]))
-    fresh: FirehoseClient = session.create_client(
+    fresh: Any = session.create_client(
         "firehose", region_name=meta.region_name, endpoint_url=meta.endpoint_url,
         config=meta.config,
     )
-    return fresh
+    return cast(FirehoseClient, fresh)

@@ -35,7 +35,7 @@ from botocore.awsrequest import AWSRequest
 from ..config import BufferConfig
 from ..errors import ConfigurationError
 from ..logutil import RateLimitedLog
-from ._deadline import WATCHDOG, Armed
+from ._deadline import WATCHDOG
 from .outcome import MALFORMED, Outcome, classify_error, classify_response
 
 log = logging.getLogger("firehose_buffer")
@@ -85,7 +85,8 @@ class LeanTransport:
             ) from exc
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(f"endpoint_url must be http(s)://host[:port], not {endpoint!r}")
+            raise ConfigurationError(
+                f"endpoint_url must be http(s)://host[:port], not {endpoint!r}")
         self.endpoint_url = endpoint
         self.region: str = region
         self._https = parts.scheme == "https"
