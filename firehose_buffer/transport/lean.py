@@ -159,13 +159,21 @@ class LeanTransport:
             conn.request("POST", self._path, body, headers)
             response = conn.getresponse()
             payload = response.read(_MAX_RESPONSE_BYTES + 1)
-            complete = not response.will_close and response.isclosed()
+            # read(amt) returns what came before an EOF without complaint: a body shorter
+            # than its Content-Length is a connection cut, not an answer.
+            if response.length:
+                raise http.client.IncompleteRead(payload, response.length)
+            reusable = not response.will_close and response.isclosed()
         except Exception as exc:
             cut_off = not WATCHDOG.disarm(armed)
             conn.close()
             return _failure(exc, cut_off, sent)
-        if not WATCHDOG.disarm(armed) or not complete or len(payload) > _MAX_RESPONSE_BYTES:
+        cut_off = not WATCHDOG.disarm(armed)
+        if cut_off or not reusable or len(payload) > _MAX_RESPONSE_BYTES:
             conn.close()  # cut off, or the server is done with it: never back to the pool
+            if cut_off and response.length is None and not response.chunked:
+                # A body that ends when the connection does: the cut may have ended it.
+                return Outcome(error="CallTimeout", retryable=True, unknown=True)
         else:
             self._checkin(conn)
         return _classify(response.status, response.getheader("x-amzn-ErrorType"), payload,
