@@ -36,7 +36,7 @@ from .logutil import RateLimitedLog
 from .replayer import Replayer
 from .routing import Router
 from .scheduler import Failure, Scheduler
-from .sender import FirehoseClient
+from .transport import FirehoseClient
 from .spool import Spool, pending_files
 from .stats import BufferStats, FlushResult, StreamStats
 from .telemetry import Telemetry
@@ -120,7 +120,7 @@ class FirehoseBuffer:
         self._worker = Worker(
             self._scheduler, self._transport, self._sink, self._telemetry, self._lock,
             clock=self._clock, max_senders=config.concurrency,
-            call_timeout=getattr(config, "call_timeout_seconds", 30.0),
+            call_timeout=config.call_timeout_seconds,
         )
         self._replayer: Replayer | None = None
         self._started = False

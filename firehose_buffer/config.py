@@ -75,6 +75,9 @@ class BufferConfig:
     endpoint_url: str | None = None
     connect_timeout_seconds: float = 3.0
     read_timeout_seconds: float = 10.0
+    #: Bound on one PutRecordBatch call as a whole (connect, send, wait, read); enforced for
+    #: the client the buffer makes itself, botocore clients bound each socket read only.
+    call_timeout_seconds: float = 30.0
 
     # Derived, not settable.
     record_target_bytes: int = field(init=False)
@@ -125,7 +128,7 @@ class BufferConfig:
             _bounded("max_concurrent_requests", self.max_concurrent_requests, 1, 1024)
         for name in ("linger_seconds", "record_ttl_seconds", "retry_initial_backoff_seconds",
                      "retry_max_backoff_seconds", "connect_timeout_seconds",
-                     "read_timeout_seconds", "quota_share"):
+                     "read_timeout_seconds", "call_timeout_seconds", "quota_share"):
             _positive(name, getattr(self, name))
         for name in ("max_block_seconds", "exit_timeout_seconds"):
             _positive(name, getattr(self, name), allow_zero=True)

@@ -13,7 +13,10 @@ from typing import Any
 
 import orjson
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, ParamValidationError
 
 from firehose_buffer.emulator import FaultRates, LocalFirehose
@@ -159,12 +162,19 @@ def test_put_to_unknown_stream_is_not_found(fh: LocalFirehose) -> None:
         client.put_record(DeliveryStreamName="nope", Record={"Data": b"x"})
 
 
+def signed(fh: LocalFirehose, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` plus a SigV4 signature over ``body`` with the emulator's test credentials."""
+    request = AWSRequest("POST", fh.endpoint_url + "/", data=body, headers=headers)
+    SigV4Auth(Credentials("testing", "testing"), "firehose", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
 def raw_post(fh: LocalFirehose, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPConnection("127.0.0.1", fh.port, timeout=10)
     try:
-        conn.request("POST", "/", body=body, headers={
+        conn.request("POST", "/", body=body, headers=signed(fh, body, {
             "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1",
-        })
+        }))
         response = conn.getresponse()
         return response.status, orjson.loads(response.read())
     finally:
@@ -188,9 +198,9 @@ def test_keep_alive_connection_serves_many_requests(fh: LocalFirehose) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", fh.port, timeout=10)
     try:
         for _ in range(3):
-            conn.request("POST", "/", body=body, headers={
+            conn.request("POST", "/", body=body, headers=signed(fh, body, {
                 "X-Amz-Target": "Firehose_20150804.PutRecordBatch",
-            })
+            }))
             response = conn.getresponse()
             assert response.status == 200
             assert orjson.loads(response.read())["FailedPutCount"] == 0

@@ -13,7 +13,10 @@ from typing import Any
 
 import orjson
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, ConnectionClosedError
 
 from firehose_buffer.emulator import Fault, FaultKind, FaultRates, LocalFirehose
@@ -149,10 +152,15 @@ def test_reset_is_a_real_tcp_rst(fh: LocalFirehose, fault: Fault) -> None:
     fh.script(fault)
     body = orjson.dumps({"DeliveryStreamName": "s",
                          "Records": [{"Data": base64.b64encode(b"r\n").decode()}]})
+    signing = AWSRequest("POST", "http://x/", data=body, headers={
+        "X-Amz-Target": "Firehose_20150804.PutRecordBatch",
+        "Content-Type": "application/x-amz-json-1.1",
+    })
+    SigV4Auth(Credentials("testing", "testing"), "firehose", "us-east-1").add_auth(signing)
+    head = "".join(f"{k}: {v}\r\n" for k, v in signing.headers.items()).encode()
     request = (
-        b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Firehose_20150804.PutRecordBatch\r\n"
-        b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: %d\r\n\r\n%s"
-        % (len(body), body)
+        b"POST / HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+        % (head, len(body), body)
     )
     with socket.create_connection(("127.0.0.1", fh.port), timeout=10) as sock:
         sock.sendall(request)

@@ -46,6 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delivery file size trigger (default %(default)s)")
     parser.add_argument("--buffer-seconds", type=float, default=DEFAULT_BUFFER_SECONDS,
                         help="delivery file age trigger (default %(default)s)")
+    parser.add_argument("--credentials", action="append", type=_credential, default=None,
+                        metavar="KEY_ID:SECRET",
+                        help="accept SigV4 signatures made with this access key id and secret "
+                             "(repeatable; default testing:testing)")
+    parser.add_argument("--no-verify-signatures", dest="verify_signatures",
+                        action="store_false", help="accept requests whatever their signature")
+
+
+def _credential(text: str) -> tuple[str, str]:
+    key, sep, secret = text.partition(":")
+    if not sep or not key or not secret:
+        raise argparse.ArgumentTypeError("expected KEY_ID:SECRET")
+    return key, secret
 
 
 def quota_from_args(args: argparse.Namespace) -> Quota:
@@ -77,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             buffer_bytes=args.buffer_bytes,
             buffer_seconds=args.buffer_seconds,
+            verify_signatures=args.verify_signatures,
+            credentials=dict(args.credentials) if args.credentials else None,
         )
         with emulator:
             print(f"listening on {emulator.endpoint_url}", flush=True)

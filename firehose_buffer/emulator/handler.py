@@ -1,6 +1,7 @@
 """The HTTP layer: Firehose's JSON 1.1 protocol over a threading HTTP/1.1 server.
 
-Requests are ``POST /`` with ``X-Amz-Target: Firehose_20150804.<Op>``; signatures are ignored.
+Requests are ``POST /`` with ``X-Amz-Target: Firehose_20150804.<Op>``; their SigV4 signatures
+are checked against the exact bytes received (see :mod:`.sigv4`) unless turned off.
 Paths under ``/_emulator/`` go to the control API (see :mod:`.control`). Each connection gets
 one thread; keep-alive connections are tracked so :meth:`EmulatorHTTPServer.close_connections`
 can end them (their threads would otherwise sit in ``readline`` until the client hangs up).
@@ -16,13 +17,14 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from . import sigv4
 from .service import ApiError, FirehoseService
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -39,9 +41,12 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], service: FirehoseService, control: ControlHandler
+        self, address: tuple[str, int], service: FirehoseService, control: ControlHandler,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(address, FirehoseRequestHandler)
+        #: Access key -> secret key whose signatures are accepted; None: not checked.
+        self.credentials = credentials
         self.service = service
         self.control = control
         self._connections_lock = threading.Lock()
@@ -109,6 +114,12 @@ class FirehoseRequestHandler(BaseHTTPRequestHandler):
         if self.path.startswith(CONTROL_PREFIX):
             self._control("POST", body)
             return
+        credentials = self.server.credentials
+        if credentials is not None:
+            refused = sigv4.verify("POST", self.path, self.headers, body, credentials)
+            if refused is not None:
+                self._send(refused.status, refused.body())
+                return
         target = self.headers.get("X-Amz-Target", "")
         try:
             response = self.server.service.handle(target, body)

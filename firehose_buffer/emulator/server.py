@@ -6,7 +6,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,6 +18,7 @@ from .delivery import Delivery
 from .faults import Fault, FaultInjector, FaultRates
 from .handler import EmulatorHTTPServer
 from .service import FirehoseService
+from .sigv4 import DEFAULT_CREDENTIALS
 from .stats import Stats
 from .throttle import Clock
 
@@ -36,6 +37,11 @@ class LocalFirehose:
     throughput (tens of MB/s) that memory grows by gigabytes a minute, and the delivered files
     hold the same bytes. ``clock`` (monotonic seconds) drives the quota buckets; pass a fake
     one to make throttling exact in tests.
+
+    Every API request's SigV4 signature is checked against the bytes received, as AWS does:
+    ``credentials`` maps the accepted access key ids to their secrets (default
+    ``{"testing": "testing"}``, the fake credentials tests use); ``verify_signatures=False``
+    accepts any request. The control API (``/_emulator/``) is never checked.
     """
 
     def __init__(
@@ -53,8 +59,13 @@ class LocalFirehose:
         keep_records: bool = False,
         clock: Clock = time.monotonic,
         region: str = "us-east-1",
+        verify_signatures: bool = True,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         self._host = host
+        self._credentials: Mapping[str, str] | None = None
+        if verify_signatures:
+            self._credentials = dict(DEFAULT_CREDENTIALS if credentials is None else credentials)
         self._requested_port = port
         self._temp_dir = data_dir is None
         # A temporary data_dir is made at start(), so an emulator never started leaves nothing.
@@ -80,7 +91,8 @@ class LocalFirehose:
             raise RuntimeError("a LocalFirehose starts once")
         # Bind first: if the port is taken, nothing has been started or created yet.
         self._server = EmulatorHTTPServer(
-            (self._host, self._requested_port), self._service, ControlApi(self._service)
+            (self._host, self._requested_port), self._service, ControlApi(self._service),
+            self._credentials,
         )
         if self._temp_dir:
             self._data_dir = Path(tempfile.mkdtemp(prefix="firehose-emulator-"))
@@ -143,17 +155,18 @@ class LocalFirehose:
         return self._data_dir
 
     def client(self, **kwargs: Any) -> Any:
-        """A boto3 Firehose client for this emulator with fake credentials.
+        """A boto3 Firehose client for this emulator with credentials it accepts.
 
         ``kwargs`` go to ``boto3.client`` (e.g. ``config=Config(retries=...)``).
         """
         import boto3  # noqa: PLC0415  (only callers who want a client pay for boto3)
 
+        key, secret = next(iter((self._credentials or DEFAULT_CREDENTIALS).items()))
         options: dict[str, Any] = {
             "endpoint_url": self.endpoint_url,
             "region_name": "us-east-1",
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
+            "aws_access_key_id": key,
+            "aws_secret_access_key": secret,
         }
         options.update(kwargs)
         return boto3.client("firehose", **options)

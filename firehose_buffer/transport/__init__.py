@@ -1,47 +1,55 @@
-"""Temporary seam (replaced by the transport package)."""
+"""How a batch reaches Firehose: ``send(stream, records) -> Outcome``, never raising.
+
+Two implementations behind one contract: :class:`LeanTransport` for the client the buffer
+makes itself (botocore's credentials, endpoint rules and signer; its own small HTTP pool and
+a deadline on every whole call), and :class:`BotocoreTransport` around a boto3 client the
+user passes. :mod:`.outcome` decides what any response means, for both.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..client import make_client
 from ..config import BufferConfig
-from ..sender import RETRYABLE_CODES, THROTTLE_CODES, FirehoseClient, Outcome, put_record_batch
+from .botocore import BotocoreTransport, FirehoseClient
+from .outcome import RETRYABLE_CODES, THROTTLE_CODES, Outcome, classify_error, classify_response
 
 
 class Transport(Protocol):
-    def send(self, stream: str, records: Sequence[bytes | memoryview]) -> Outcome: ...
-    def after_fork(self) -> None: ...
-    def close(self) -> None: ...
-
-
-class _Botocore:
-    def __init__(self, config: BufferConfig, client: FirehoseClient | None,
-                 factory: Callable[[], FirehoseClient] | None) -> None:
-        self._config = config
-        self._factory = factory
-        self._own = client is None and factory is None
-        self._client = client if client is not None else (
-            factory() if factory is not None else make_client(config))
+    """Sends one PutRecordBatch. Used from several threads at once."""
 
     def send(self, stream: str, records: Sequence[bytes | memoryview]) -> Outcome:
-        data = list(records) if self._own else [bytes(r) for r in records]
-        return put_record_batch(self._client, stream, data)  # type: ignore[arg-type]
+        """Send ``records`` to ``stream``; never raises, and ends within
+        ``config.call_timeout_seconds`` where the implementation can bound it.
+
+        ``records`` may be memoryviews over memory reused once this returns: an
+        implementation keeps no reference to them (or to slices of them) afterwards.
+        """
+        ...
 
     def after_fork(self) -> None:
-        if self._factory is not None:
-            self._client = self._factory()
-        elif self._own:
-            self._client = make_client(self._config)
+        """In a forked child: never touch the parent's pooled connections again."""
+        ...
 
     def close(self) -> None:
-        pass
+        """Release pooled connections; ``send`` may still be called afterwards."""
+        ...
 
 
-def make_transport(config: BufferConfig, client: FirehoseClient | None = None,
-                   client_factory: Callable[[], FirehoseClient] | None = None) -> Transport:
-    return _Botocore(config, client, client_factory)
+def make_transport(
+    config: BufferConfig,
+    client: FirehoseClient | None = None,
+    client_factory: Callable[[], FirehoseClient] | None = None,
+) -> Transport:
+    """The lean transport when neither ``client`` nor ``client_factory`` is given, else the
+    botocore one around it. Raises ConfigurationError when no region or endpoint can be found."""
+    if client is None and client_factory is None:
+        from .lean import LeanTransport  # noqa: PLC0415
+
+        return LeanTransport(config)
+    return BotocoreTransport(client, client_factory)
 
 
-__all__ = ["RETRYABLE_CODES", "THROTTLE_CODES", "Outcome", "Transport", "make_transport"]
+__all__ = ["RETRYABLE_CODES", "THROTTLE_CODES", "BotocoreTransport", "FirehoseClient", "Outcome",
+           "Transport", "classify_error", "classify_response", "make_transport"]

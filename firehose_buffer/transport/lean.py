@@ -1,0 +1,285 @@
+"""The transport for the client the buffer makes itself: botocore's signer, a small HTTP pool.
+
+botocore turns a 4 MiB batch into a signed request at about twice the CPU of the floor
+(base64 of the records plus SHA-256 of the body), and its timeouts bound each socket read,
+never a whole call. This transport keeps what must be exactly botocore's (the credential
+chain, region and endpoint resolution, SigV4 through ``botocore.auth.SigV4Auth``), builds the
+body from bytes, sends it over ``http.client`` connections it pools itself, and bounds every
+call by ``call_timeout_seconds`` with a watchdog that shuts the socket down at the deadline.
+
+Why not urllib3's pool: the deadline needs the socket from the moment the call starts
+(connect, TLS handshake, sending, waiting for headers), and a connection cut off must never
+go back to the pool; urllib3 exposes neither without private methods. Proxies
+(``HTTPS_PROXY``) are not supported here: pass a boto3 client to go through one.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+from ..config import BufferConfig
+from ..errors import ConfigurationError
+from ..logutil import RateLimitedLog
+from ._deadline import WATCHDOG
+from .outcome import MALFORMED, Outcome, classify_error, classify_response
+
+log = logging.getLogger("firehose_buffer")
+
+TARGET = "Firehose_20150804.PutRecordBatch"
+CONTENT_TYPE = "application/x-amz-json-1.1"
+#: A PutRecordBatch answer is at most ~100 bytes per record; anything far larger is hostile.
+_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+_Connection = http.client.HTTPConnection
+USER_AGENT = "firehose-buffer"
+
+
+class LeanTransport:
+    """PutRecordBatch over a pool of ``config.concurrency`` keep-alive connections.
+
+    Built from the config the way boto3 would build a client: region from ``config.region``
+    or the AWS configuration; endpoint from ``config.endpoint_url``, else
+    ``AWS_ENDPOINT_URL_FIREHOSE`` / ``AWS_ENDPOINT_URL`` / the config files, else the
+    regional endpoint (botocore is asked once, at construction); credentials from botocore's
+    chain, refreshable ones frozen per request.
+    """
+
+    def __init__(self, config: BufferConfig, session: Any = None) -> None:
+        import botocore.session  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+        from botocore.httpsession import get_cert_path  # noqa: PLC0415
+
+        self._config = config
+        session = session if session is not None else botocore.session.Session()
+        try:
+            if config.endpoint_url is not None:
+                endpoint = config.endpoint_url
+                region = config.region or session.get_config_variable("region")
+                if not region:
+                    raise ConfigurationError(
+                        "no AWS region: set region in the config, or AWS_REGION")
+            else:
+                # Only botocore knows every rule (environment, config files, FIPS, dual
+                # stack, partitions); the client is asked and dropped, it never connects.
+                probe = session.create_client("firehose", region_name=config.region)
+                endpoint, region = probe.meta.endpoint_url, probe.meta.region_name
+            self._credentials = session.get_credentials()
+        except BotoCoreError as exc:
+            raise ConfigurationError(
+                f"cannot set up Firehose requests: {exc} (set region/endpoint_url in the "
+                "config, or AWS_REGION / AWS_ENDPOINT_URL_FIREHOSE in the environment)"
+            ) from exc
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"endpoint_url must be http(s)://host[:port], not {endpoint!r}")
+        self.endpoint_url = endpoint
+        self.region: str = region
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = parts.path or "/"
+        self._url = f"{parts.scheme}://{parts.netloc}{self._path}"
+        self._ssl: ssl.SSLContext | None = None
+        if self._https:
+            ca = session.get_config_variable("ca_bundle") or get_cert_path(True)
+            self._ssl = ssl.create_default_context(cafile=ca)
+        self._errors = RateLimitedLog(log, interval=10.0)
+        self._init_pool()
+
+    def _init_pool(self) -> None:
+        self._pool_lock = threading.Lock()
+        self._idle: list[_Connection] = []
+        self._pid = os.getpid()
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def send(self, stream: str, records: Sequence[bytes | memoryview]) -> Outcome:
+        """One PutRecordBatch, ended by ``call_timeout_seconds`` at the latest; never raises."""
+        try:
+            return self._send(stream, records)
+        except Exception as exc:  # a bug here must not kill the sender: retry, say so once
+            self._errors.error("PutRecordBatch to %s failed unexpectedly: %r", stream, exc)
+            return Outcome(error=type(exc).__name__, retryable=True, unknown=True)
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections without touching them."""
+        self._abandoned = self._idle  # kept alive: not even their file descriptors are closed
+        self._init_pool()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    # -- one call ---------------------------------------------------------------------------
+
+    def _send(self, stream: str, records: Sequence[bytes | memoryview]) -> Outcome:
+        config = self._config
+        deadline = time.monotonic() + config.call_timeout_seconds
+        if self._credentials is None:
+            return Outcome(error="NoCredentialsError")
+        try:
+            frozen = self._credentials.get_frozen_credentials()
+        except Exception as exc:  # refresh failed (botocore's errors or the network's)
+            return Outcome(error=type(exc).__name__, retryable=True)
+        if frozen is None or not frozen.access_key or not frozen.secret_key:
+            return Outcome(error="NoCredentialsError")
+        body = build_body(stream, records)
+        headers = self._sign(frozen, body)
+        conn = self._checkout()
+        armed = WATCHDOG.arm(deadline, conn)
+        sent = False
+        try:
+            if conn.sock is None:
+                conn.timeout = max(0.001, min(config.connect_timeout_seconds,
+                                              deadline - time.monotonic()))
+                conn.connect()
+                assert conn.sock is not None
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if armed.fired:
+                raise TimeoutError("deadline reached while connecting")
+            conn.sock.settimeout(config.read_timeout_seconds)
+            sent = True
+            conn.request("POST", self._path, body, headers)
+            response = conn.getresponse()
+            payload = response.read(_MAX_RESPONSE_BYTES + 1)
+            # read(amt) returns what came before an EOF without complaint: a body shorter
+            # than its Content-Length is a connection cut, not an answer.
+            if response.length:
+                raise http.client.IncompleteRead(payload, response.length)
+            reusable = not response.will_close and response.isclosed()
+        except Exception as exc:
+            cut_off = not WATCHDOG.disarm(armed)
+            conn.close()
+            return _failure(exc, cut_off, sent)
+        cut_off = not WATCHDOG.disarm(armed)
+        if cut_off or not reusable or len(payload) > _MAX_RESPONSE_BYTES:
+            conn.close()  # cut off, or the server is done with it: never back to the pool
+            if cut_off and response.length is None and not response.chunked:
+                # A body that ends when the connection does: the cut may have ended it.
+                return Outcome(error="CallTimeout", retryable=True, unknown=True)
+        else:
+            self._checkin(conn)
+        return _classify(response.status, response.getheader("x-amzn-ErrorType"), payload,
+                         len(records))
+
+    def _sign(self, frozen: Any, body: bytes) -> dict[str, str]:
+        request = AWSRequest(method="POST", url=self._url, data=body, headers={
+            "Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET,
+        })
+        SigV4Auth(frozen, "firehose", self.region).add_auth(request)
+        headers = dict(request.headers.items())
+        # Unsigned, as in botocore: proxies may rewrite them.
+        headers["Content-Length"] = str(len(body))
+        headers["User-Agent"] = USER_AGENT
+        return headers
+
+    # -- the pool ---------------------------------------------------------------------------
+
+    def _checkout(self) -> _Connection:
+        if self._pid != os.getpid():
+            self.after_fork()  # forked without Python's hooks: still never share a socket
+        while True:
+            with self._pool_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._new_connection()
+            if _usable(conn):
+                return conn
+            conn.close()
+
+    def _checkin(self, conn: _Connection) -> None:
+        with self._pool_lock:
+            if self._pid == os.getpid() and len(self._idle) < self._config.concurrency:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _new_connection(self) -> _Connection:
+        timeout = self._config.connect_timeout_seconds
+        if self._ssl is not None:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                               context=self._ssl)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+
+def build_body(stream: str, records: Sequence[bytes | memoryview]) -> bytes:
+    """The PutRecordBatch JSON, joined from bytes: base64 text needs no JSON escaping."""
+    b64 = base64.b64encode
+    return b"".join((
+        b'{"DeliveryStreamName":', orjson.dumps(stream), b',"Records":[{"Data":"',
+        b'"},{"Data":"'.join([b64(r) for r in records]), b'"}]}',
+    )) if records else b'{"DeliveryStreamName":' + orjson.dumps(stream) + b',"Records":[]}'
+
+
+def _usable(conn: _Connection) -> bool:
+    """An idle keep-alive connection the server has not closed (nothing readable on it)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
+def _classify(status: int, error_type: str | None, payload: bytes, count: int) -> Outcome:
+    if 200 <= status < 300:
+        try:
+            return classify_response(orjson.loads(payload), count)
+        except orjson.JSONDecodeError:
+            return MALFORMED
+    return classify_error(_error_code(error_type, payload), status)
+
+
+def _error_code(error_type: str | None, payload: bytes) -> str | None:
+    """The code of an AWS JSON error: ``__type`` (``"ns#Code"`` or ``"Code"``), else the
+    ``x-amzn-ErrorType`` header (``"Code:url"``), as botocore reads them."""
+    code: object = None
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        code = body.get("__type") or body.get("code") or body.get("Code")
+    if not isinstance(code, str) or not code:
+        code = error_type
+    if not isinstance(code, str) or not code:
+        return None
+    return code.split(":", 1)[0].rsplit("#", 1)[-1] or None
+
+
+def _failure(exc: Exception, cut_off: bool, sent: bool) -> Outcome:
+    """Whether the records may have landed depends on whether the request started going out."""
+    if cut_off:
+        return Outcome(error="CallTimeout", retryable=True, unknown=sent)
+    if not sent:
+        name = "ConnectTimeoutError" if isinstance(exc, TimeoutError) else \
+            "EndpointConnectionError"
+        return Outcome(error=name, retryable=True)
+    if isinstance(exc, TimeoutError):
+        return Outcome(error="ReadTimeoutError", retryable=True, unknown=True)
+    if isinstance(exc, OSError | http.client.HTTPException):
+        return Outcome(error="ConnectionClosedError", retryable=True, unknown=True)
+    raise exc  # not the network's doing: send() logs it as a bug
+
+
+__all__ = ["LeanTransport", "build_body"]
