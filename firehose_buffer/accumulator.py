@@ -120,6 +120,19 @@ class Accumulator:
 
     # -- producers (slow path; the fast path is inlined in put()) ----------------------------
 
+    def append(self, index: int, line: bytes) -> None:
+        """Exactly what put() does with an encoded line, for the simulations and benchmarks
+        that drive the scheduler: the lock-free write, else :meth:`slow_append` under the
+        lock. Raises :class:`Full` like it; the caller checks ``closed``."""
+        if LOCK_FREE:
+            try:
+                self.rings[index].mm.write(line)
+                return
+            except ValueError:
+                pass
+        with self.lock:
+            self.slow_append(index, line)
+
     def slow_append(self, index: int, line: bytes) -> None:
         """Append under the lock: a new segment if the current one is full. Raises
         :class:`Full` when the bound allows nothing more; the caller decides what that means.
