@@ -67,8 +67,8 @@ SCENARIOS = [
 
 
 def offer(sim: Simulation, rates: list[float], sizes: tuple[int, int], seconds: float,
-          rng: random.Random, stream_of: list[int] | None = None) -> tuple[int, int]:
-    """Put ``rates[k]`` events/s (to stream k, or keyless when ``stream_of`` is None) with
+          rng: random.Random, *, keyed: bool = False) -> tuple[int, int]:
+    """Put ``rates[k]`` events/s (to stream k when ``keyed``, else keyless) with
     random times within each 10 ms slot; returns (events, bytes) put."""
     owed = [rng.random() for _ in rates]
     low, high = sizes
@@ -84,7 +84,7 @@ def offer(sim: Simulation, rates: list[float], sizes: tuple[int, int], seconds: 
         batch.sort()
         for t, k in batch:
             data = line(events, rng.randint(low, high))
-            sim.put(t, data, None if stream_of is None else k)
+            sim.put(t, data, k if keyed else None)
             events += 1
             raw += len(data)
     sim.advance(seconds)
@@ -105,7 +105,7 @@ def test_no_stream_exceeds_its_quota_in_any_one_second_window(
     sim = Simulation(config, keyed=True)
     rate = scenario.full_load * load
     offer(sim, [rate] * len(STREAMS), scenario.event_sizes, SECONDS, random.Random(7),
-          stream_of=list(range(len(STREAMS))))
+          keyed=True)
     q = scenario.quota
     assert not sim.failures
     sent = sum(len(r) for r in sim.requests)
