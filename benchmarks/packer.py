@@ -2,9 +2,10 @@
 
 Two stages: ``packing.cut_records`` plus ``b"".join`` (the pure cut), and the worker's whole
 share, ``Scheduler.tick`` (find the new lines, cut records, dispatch, take outcomes) driven
-with simulated time and no quota; only the ticks are timed, the appends are put()'s cost. The reference is ``b"".join`` of the same lines alone (the copy every
-design pays). The goal is ours: packing the 64 MB/s of figure 5 should cost at most a
-tenth of a core, so at least 640 MB/s.
+with simulated time and no quota; only the ticks are timed, the appends are put()'s cost.
+The reference is ``b"".join`` of the same lines alone (the copy every design pays). The
+goal is ours: packing the 64 MB/s of figure 5 should cost at most a tenth of a core, so at
+least 640 MB/s.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import time
 import orjson
 
 from firehose_buffer import BufferConfig
-from firehose_buffer.packing import cut_records
 from firehose_buffer.accumulator import Accumulator
+from firehose_buffer.packing import cut_records
 from firehose_buffer.routing import Router
 from firehose_buffer.scheduler import Batch, Scheduler
 from firehose_buffer.transport import Outcome

@@ -18,8 +18,8 @@ import pytest
 from benchmarks.events import Event, fixed_size, mixed
 from benchmarks.sinks import UNLIMITED, null_buffer
 from firehose_buffer import BufferConfig, FirehoseBuffer
-from firehose_buffer.packing import cut_records
 from firehose_buffer.accumulator import Accumulator
+from firehose_buffer.packing import cut_records
 from firehose_buffer.routing import Router
 from firehose_buffer.scheduler import Scheduler
 from firehose_buffer.transport import Outcome
