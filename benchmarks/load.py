@@ -193,7 +193,7 @@ def run_load(endpoint: str, quota: Quota, steps: list[tuple[float, float]], *, s
     return {
         "steps": results,
         "backlog_samples": samples,
-        "closed_cleanly": closed,
+        "closed_cleanly": bool(closed),
         "drain_seconds": drain_seconds,
         "events_put": final.events_put,
         "events_delivered": final.events_delivered,

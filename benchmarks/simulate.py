@@ -1,19 +1,21 @@
-"""Drive the clock-free Pipeline with simulated time, as the buffer's worker would.
+"""Drive the real Scheduler with simulated time, as the buffer's worker would.
 
-No threads, no sleeps: lines are staged the way put() routes keyless events (sticky, rotated
-to the roomiest stream after a record's worth), the worker's cadence is a tick of
-linger/8, and every batch is acknowledged after ``rtt`` simulated seconds.
+No threads, no sleeps: lines go in as put() writes them (``Accumulator.append``, keyless, so
+the real Router's sticky stream, moved by the scheduler), the worker ticks when the last
+tick asked to be woken, when a call completes and, after a tick that asked for nothing, at
+the next put; every batch is acknowledged after ``rtt`` simulated seconds.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from firehose_buffer import BufferConfig
-from firehose_buffer.pipeline import Batch, Pipeline
-from firehose_buffer.routing import roomiest
-from firehose_buffer.sender import Outcome
+from firehose_buffer.scheduler import Batch, Scheduler
+from firehose_buffer.transport import Outcome
 
 
 @dataclass(slots=True)
@@ -26,6 +28,7 @@ class SimResult:
     records_sent: int
     requests_sent: int
     simulated_seconds: float
+    ticks: int
 
 
 def simulate(
@@ -36,62 +39,54 @@ def simulate(
     rtt: float = 0.02,
 ) -> SimResult:
     """Offer ``lines`` at ``rate`` lines per simulated second, then drain everything."""
+    scheduler = Scheduler.for_config(config, 0.0)
+    acc = scheduler.acc
+    router = scheduler.router
+    sent: list[tuple[float, int, Batch]] = []
+    done: list[Batch] = []
+    wake: float | None = 0.0
     now = 0.0
-    pipeline = Pipeline(config, now)
-    tick = config.linger_seconds / 8
-    streams = len(config.streams)
-    shards: list[list[bytes]] = [[] for _ in range(streams)]
-    shard_bytes = [0] * streams
-    shard_first = [0.0] * streams
-    sticky = 0
-    sticky_bytes = 0
-    sticky_events = 0
-    in_flight: list[tuple[float, Batch]] = []
+    ticks = spins = 0
+    closing = False
     i = 0
     n = len(lines)
     raw = 0
     while True:
-        now += tick
-        due = min(n, int(now * rate))
-        while i < due:
-            line = lines[i]
-            size = len(line)
-            if not shards[sticky]:
-                shard_first[sticky] = i / rate
-            shards[sticky].append(line)
-            shard_bytes[sticky] += size
-            raw += size
-            sticky_bytes += size
-            sticky_events += 1
-            if (sticky_bytes >= config.record_target_bytes
-                    or sticky_events >= config.max_events_per_record):
-                headroom = [
-                    s.limiter.affordable_bytes(now) - s.backlog_bytes - shard_bytes[k]
-                    for k, s in enumerate(pipeline.streams)
-                ]
-                sticky = roomiest(sticky, headroom)
-                sticky_bytes = sticky_events = 0
-            i += 1
-        still: list[tuple[float, Batch]] = []
-        for done_at, batch in in_flight:
-            if done_at <= now:
-                pipeline.complete(batch, Outcome(codes=[None] * len(batch.records)), now)
-            else:
-                still.append((done_at, batch))
-        in_flight = still
-        for k in range(streams):
-            if shards[k]:
-                pipeline.stage(k, shards[k], shard_bytes[k], shard_first[k])
-                shards[k] = []
-                shard_bytes[k] = 0
-        draining = i >= n
-        pipeline.settle_keyless(sticky)  # as the buffer's worker does for keyless events
-        pipeline.pack(now, everything=draining)
-        batches, _ = pipeline.dispatch(now)
-        in_flight.extend((now + rtt, b) for b in batches)
-        if draining and pipeline.idle and not in_flight:
+        put_at = i / rate if i < n else math.inf
+        done_at = sent[0][0] if sent else math.inf
+        tick_at = wake if wake is not None else math.inf
+        if i >= n and not closing:
+            closing = True
+            tick_at = now
+        t = min(put_at, done_at, tick_at)
+        if t == math.inf:
             break
-    c = pipeline.counters
+        now = max(now, t)
+        if t == put_at:
+            line = lines[i]
+            acc.append(router.sticky, line)
+            raw += len(line)
+            i += 1
+            if wake is None:
+                wake = now  # put() wakes a sleeping worker
+        elif t == done_at:
+            done.append(heapq.heappop(sent)[2])
+            wake = now  # the sender wakes the worker
+        else:
+            outcomes = [(b, Outcome(codes=[None] * len(b.records))) for b in done]
+            done = []
+            tick = scheduler.tick(now, outcomes, everything=closing)
+            ticks += 1
+            spins = spins + 1 if tick.wake_at is not None and tick.wake_at <= now and (
+                not tick.batches) else 0
+            if spins > 1000:
+                raise RuntimeError(f"the scheduler keeps asking to be woken at {now} for nothing")
+            for batch in tick.batches:
+                heapq.heappush(sent, (now + rtt, id(batch), batch))
+            wake = tick.wake_at
+            if closing and scheduler.idle and not sent and not done:
+                break
+    c = scheduler.ledger
     return SimResult(
         events_put=n,
         events_delivered=c.events_delivered,
@@ -101,4 +96,5 @@ def simulate(
         records_sent=c.records_sent,
         requests_sent=c.requests_sent,
         simulated_seconds=now,
+        ticks=ticks,
     )

@@ -2,7 +2,8 @@
 
     python -m pytest benchmarks/ --benchmark-only
 
-put() of 0.5 and 4 KB events next to bare orjson.dumps of the same events, and the packer.
+put() of 0.5 and 4 KB events next to bare orjson.dumps of the same events, the packer, and
+the scheduler's tick.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from benchmarks.events import Event, fixed_size, mixed
 from benchmarks.sinks import UNLIMITED, null_buffer
 from firehose_buffer import BufferConfig, FirehoseBuffer
 from firehose_buffer.packing import cut_records
-from firehose_buffer.pipeline import Pipeline
-from firehose_buffer.sender import Outcome
+from firehose_buffer.scheduler import Scheduler
+from firehose_buffer.transport import Outcome
 
 SIZES = [512, 4096]
 
@@ -73,18 +74,24 @@ def test_cut_records_and_join(benchmark: Any, lines: list[bytes]) -> None:
     assert benchmark(cut) >= 1
 
 
-def test_pipeline_pack_dispatch(benchmark: Any, lines: list[bytes]) -> None:
-    """Stage 1 MB, pack, dispatch and acknowledge it, with simulated time."""
+def test_scheduler_tick(benchmark: Any, lines: list[bytes]) -> None:
+    """Append 1 MB to a stream as put() does, then the ticks that cut, dispatch and take the
+    acknowledgements of it, with simulated time (memory reused from round to round)."""
     config = BufferConfig(streams=("p",), quota=UNLIMITED)
-    nbytes = sum(map(len, lines))
+    sched = Scheduler.for_config(config, 0.0)
+    acc = sched.acc
+    clock = [0.0]
 
     def once() -> int:
-        pipeline = Pipeline(config, 0.0)
-        pipeline.stage(0, list(lines), nbytes, 0.0)
-        pipeline.pack(2.0, everything=True)
-        batches, _ = pipeline.dispatch(2.0)
-        for batch in batches:
-            pipeline.complete(batch, Outcome(codes=[None] * len(batch.records)), 2.0)
-        return pipeline.counters.events_delivered
+        before = sched.ledger.events_delivered
+        for line in lines:
+            acc.append(0, line)
+        clock[0] += 2.0
+        tick = sched.tick(clock[0], everything=True)
+        while tick.batches:
+            tick = sched.tick(clock[0], [
+                (b, Outcome(codes=[None] * len(b.records))) for b in tick.batches
+            ], everything=True)
+        return sched.ledger.events_delivered - before
 
     assert benchmark(once) == len(lines)

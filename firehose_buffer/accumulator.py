@@ -25,6 +25,7 @@ import mmap
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #: False on a free-threaded CPython, where the lock-free append is not atomic.
@@ -107,8 +108,13 @@ class Full(Exception):
 
 
 class Accumulator:
-    def __init__(self, streams: int, max_buffer_bytes: int, record_bytes: int) -> None:
+    def __init__(
+        self, streams: int, max_buffer_bytes: int, record_bytes: int,
+        on_seal: Callable[[int], None] | None = None,
+    ) -> None:
         self.segment_bytes = segment_size(max_buffer_bytes, streams, record_bytes)
+        #: Told (under the lock) when a stream moves to a new segment: the router's hook.
+        self.on_seal = on_seal
         self.max_segments = max(1, max_buffer_bytes // self.segment_bytes)
         self.max_buffer_bytes = max_buffer_bytes
         self.rings = [Ring() for _ in range(streams)]
@@ -121,6 +127,20 @@ class Accumulator:
         self.closed = False
 
     # -- producers (slow path; the fast path is inlined in put()) ----------------------------
+
+    def append(self, index: int, line: bytes) -> None:
+        """Exactly what put() does with an encoded line, for the simulations and benchmarks
+        that drive the scheduler: the lock-free write, else :meth:`slow_append` under the
+        lock. Raises :class:`Full` like it; the caller checks ``closed``. (put() keeps an
+        inlined copy of the first step: a method call would cost every put() ~60 ns.)"""
+        if LOCK_FREE:
+            try:
+                self.rings[index].mm.write(line)
+                return
+            except ValueError:
+                pass
+        with self.lock:
+            self.slow_append(index, line)
 
     def slow_append(self, index: int, line: bytes) -> bool:
         """Append under the lock: a new segment if the current one is full. Raises
@@ -152,6 +172,8 @@ class Accumulator:
             ring.handed.append(Sealed(old, old_mm.tell()))
             old_mm.seek(old.size)  # any stray write fails from now on
         segment.mm.write(line)
+        if old is not None and self.on_seal is not None:
+            self.on_seal(index)
         return old is not None
 
     def _used_bytes(self) -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from .accumulator import LOCK_FREE, Accumulator, Full
+from .accumulator import LOCK_FREE, Full
 from .config import BufferConfig, Event
 from .encoding import encode
 from .errors import (
@@ -34,13 +34,11 @@ from .lifecycle import after_fork_in_child as _after_fork_in_child
 from .limits import MAX_RECORD_BYTES
 from .logutil import RateLimitedLog
 from .replayer import Replayer
-from .routing import Router
 from .scheduler import Failure, Scheduler
-from .transport import FirehoseClient
 from .spool import Spool, pending_files
 from .stats import BufferStats, FlushResult, StreamStats
 from .telemetry import Telemetry
-from .transport import make_transport
+from .transport import FirehoseClient, make_transport
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -110,12 +108,10 @@ class FirehoseBuffer:
         self._lock = threading.Lock()
         self._full_log = RateLimitedLog(log, interval=10.0)
         self._ledger = Ledger()
-        self._router = Router(config.streams, config.partition_key, config.router)
-        self._acc = Accumulator(len(config.streams), config.max_buffer_bytes,
-                                config.record_target_bytes)
+        self._scheduler = Scheduler.for_config(config, self._clock(), ledger=self._ledger)
+        self._router = self._scheduler.router
+        self._acc = self._scheduler.acc
         self._rings = self._acc.rings
-        self._scheduler = Scheduler(config, self._acc, self._router, self._clock(),
-                                    self._ledger)
         self._sink = FailureSink(self._spool, config.on_failure, self._ledger, self._lock)
         self._worker = Worker(
             self._scheduler, self._transport, self._sink, self._telemetry, self._lock,
@@ -189,10 +185,7 @@ class FirehoseBuffer:
                 if acc.closed:
                     raise BufferClosedError("put() after close()")
                 try:
-                    if acc.slow_append(index, line) and index == self._router.sticky:
-                        # A burst can fill a segment between two ticks of the worker (which
-                        # moves keyless traffic on after a record's worth): move on here too.
-                        self._router.sticky = (index + 1) % len(self._rings)
+                    acc.slow_append(index, line)
                     appended = True
                     break
                 except Full:

@@ -50,7 +50,7 @@ def best_cut(ends: Sequence[int], base: int, low: int, high: int) -> int:
     return best
 
 
-def cut_lines(
+def cut_lines(  # noqa: PLR0917  (positions, bounds, limits: all numbers, all needed)
     ends: Sequence[int],
     first: int,
     base: int,

@@ -104,6 +104,12 @@ class Router:
         except EventValueError:
             return self.sticky
 
+    def segment_full(self, index: int) -> None:
+        """A stream moved to a new segment: a keyless burst can fill one between two ticks
+        of the worker (which moves on after a record's worth), so move on here too."""
+        if index == self.sticky:
+            self.sticky = (index + 1) % len(self.names)
+
     def visit_full(self, headroom: Sequence[float]) -> None:
         """The sticky stream has had a record's worth: move to the roomiest other one."""
         self.sticky = roomiest(self.sticky, headroom)

@@ -40,6 +40,10 @@ DEADLINE_MARGIN = 0.05
 #: A tick this much later than planned means the process did not run (SIGSTOP, a frozen
 #: Lambda environment): that time does not count against record_ttl_seconds.
 FREEZE_SECONDS = 1.0
+#: The least a quota wait lasts: a token shortfall of a rounding error (1e-16 of a request)
+#: would otherwise ask to be woken at ``now`` itself, and a clock that has not moved since
+#: (simulated time, a coarse system clock) would spin on the same tick.
+MIN_QUOTA_WAIT = 1e-6
 
 
 @dataclass(slots=True, eq=False)
@@ -166,6 +170,19 @@ class Scheduler:
             multiplier=config.retry_initial_backoff_seconds, max=config.retry_max_backoff_seconds
         )
 
+    @classmethod
+    def for_config(
+        cls, config: BufferConfig, now: float, *, router: Router | None = None,
+        ledger: Ledger | None = None,
+    ) -> Scheduler:
+        """The scheduler with its accumulator and router wired as the buffer wires them
+        (simulations and benchmarks use this too, so they run the same core)."""
+        if router is None:
+            router = Router(config.streams, config.partition_key, config.router)
+        acc = Accumulator(len(config.streams), config.max_buffer_bytes,
+                          config.record_target_bytes, router.segment_full)
+        return cls(config, acc, router, now, ledger)
+
     # -- the one entry point --------------------------------------------------------------
 
     def tick(
@@ -249,6 +266,8 @@ class Scheduler:
             ends.append(pos)
         new_bytes = end - span.scanned
         span.scanned = end
+        if k0 == span.first:
+            span.stamps.clear()  # every earlier line is in a record: their stamp is stale
         span.stamps.append((k0, ttl_now))
         events = len(ends) - k0
         s.staged_bytes += new_bytes
@@ -415,11 +434,11 @@ class Scheduler:
         need = min(sum(sizes), max(sizes[0], self.config.batch_target_bytes // 4))
         wait = limiter.wait_time(need, 1, now)
         if wait > 0.0:
-            s.quota_wake = now + wait
+            s.quota_wake = now + max(wait, MIN_QUOTA_WAIT)
             return 0
         count = limiter.grantable(sizes, now)
         if not count:
-            s.quota_wake = now + limiter.wait_time(sizes[0], 1, now)
+            s.quota_wake = now + max(limiter.wait_time(sizes[0], 1, now), MIN_QUOTA_WAIT)
         return count
 
     # -- outcomes -------------------------------------------------------------------------

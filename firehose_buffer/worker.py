@@ -8,10 +8,10 @@ callbacks run without it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,9 +191,9 @@ class Worker:
             try:
                 outcome = self.telemetry.call(
                     batch.name, len(batch.records), batch.nbytes,
-                    lambda b=batch: self.transport.send(b.name, b.payloads()),
+                    functools.partial(self.transport.send, batch.name, batch.payloads()),
                 )
-            except BaseException as exc:  # noqa: BLE001  a send must never end this thread
+            except Exception as exc:  # a send must never end this thread
                 log.exception("sending to %s raised; the batch will be retried", batch.name)
                 outcome = Outcome(error=type(exc).__name__, retryable=True, unknown=True)
             with self.lock:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
+from simulation import Simulation
 
 from firehose_buffer import billed_bytes
 from firehose_buffer.config import BufferConfig
@@ -17,7 +18,7 @@ from firehose_buffer.limits import (
     MAX_RECORD_BYTES,
 )
 from firehose_buffer.packing import ALIGN_WINDOW_BYTES, cut_records, take_batch, waste
-from firehose_buffer.pipeline import Pipeline
+from firehose_buffer.scheduler import Batch
 
 FAST = settings(max_examples=300, deadline=None)
 
@@ -148,28 +149,35 @@ line_bytes = st.binary(min_size=1, max_size=3000).map(
     st.integers(min_value=1, max_value=40),
     st.integers(min_value=3000, max_value=40_000),
 )
-def test_pipeline_records_concatenate_to_the_stream_events_in_order(
+def test_scheduler_records_concatenate_to_the_stream_events_in_order(
     chunks: list[list[bytes]], max_events: int, max_record: int,
 ) -> None:
-    """Through the pipeline (as the worker drives it): what was staged comes out as records
-    of whole lines, within the configured limits, in put order, and flush takes everything."""
+    """Through the scheduler (as the worker drives it, with simulated time): what was put
+    comes out as records of whole lines, within the configured limits, in put order, and
+    close takes everything."""
     config = BufferConfig(streams=("s",), max_events_per_record=max_events,
                           max_record_bytes=max_record, linger_seconds=1.0)
     assume(all(len(line) <= config.record_target_bytes for c in chunks for line in c))
-    p = Pipeline(config, now=0.0)
+    sim = Simulation(config, keyed=True)
+    records: list[bytes] = []
+
+    def keep(batch: Batch) -> None:
+        records.extend(bytes(r.data) for r in batch.records)
+        assert all(bytes(r.data).count(b"\n") == r.events for r in batch.records)
+        assert 1 <= len(batch.records) <= config.max_batch_records
+
+    sim.on_batch = keep
     now = 0.0
     for chunk in chunks:
-        if chunk:
-            p.stage(0, list(chunk), sum(map(len, chunk)), oldest=now)
+        for line in chunk:
+            sim.put(now, line, 0)
         now += 0.3
-        p.pack(now)
-    p.pack(now, everything=True)
-    records = list(p.streams[0].ready)
-    assert not p.streams[0].lines
-    for r in records:
-        assert r.data.endswith(b"\n")
-        assert len(r.data) <= config.record_target_bytes <= MAX_RECORD_BYTES
-        assert 1 <= r.events <= max_events
-        assert r.data.count(b"\n") == r.events
-    assert b"".join(r.data for r in records) == b"".join(b"".join(c) for c in chunks)
-    assert p.outstanding_events == sum(map(len, chunks))
+        sim.advance(now)
+    sim.drain()
+    for data in records:
+        assert data.endswith(b"\n")
+        assert len(data) <= config.record_target_bytes <= MAX_RECORD_BYTES
+        assert 1 <= data.count(b"\n") <= max_events
+    assert b"".join(records) == b"".join(b"".join(c) for c in chunks)
+    assert sim.scheduler.ledger.events_delivered == sum(map(len, chunks))
+    assert sim.scheduler.idle and not sim.failures

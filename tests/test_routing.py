@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firehose_buffer import BufferConfig, EventValueError, FirehoseBuffer
-from firehose_buffer.pipeline import MERGE_TAIL_BYTES
+from firehose_buffer.packing import ALIGN_WINDOW_BYTES
 from firehose_buffer.routing import roomiest, stable_index
 
 STREAMS = ("s0", "s1", "s2", "s3")
@@ -168,31 +169,37 @@ def _runs(order: list[str]) -> Iterator[tuple[str, int, int]]:
             start = i
 
 
-def test_keyless_sticks_to_one_stream_until_a_record_fills_then_moves_to_the_roomiest(
+def test_keyless_stays_on_a_stream_for_a_record_then_moves_and_uses_every_stream(
     fake: FakeFirehose,
 ) -> None:
-    events = [{"seq": seq, "pad": "x" * (300 + (seq * 37) % 700)} for seq in range(200)]
+    """Keyless events go to one stream until it holds a record's worth (bytes or events),
+    then to another (the worker looks once per tick): the first visit to each stream brings
+    at least a record, the route moves at most once per full record cut, every stream is
+    used, nothing is lost."""
+    events = [{"seq": seq, "pad": "x" * (300 + (seq * 37) % 700)} for seq in range(6000)]
     sizes = [len(orjson.dumps(e)) + 1 for e in events]
-    with _buffer(fake, max_record_bytes=10_000) as buf:
+    with _buffer(fake) as buf:
         target = buf.config.record_target_bytes
-        for event in events:
+        max_events = buf.config.max_events_per_record
+        for seq, event in enumerate(events):
             buf.put(event)
+            if seq % 50 == 49:
+                # Pacing only: spread the puts over a dozen worker ticks or more.
+                time.sleep(0.001)
         assert buf.flush(10)
     where = _delivered_streams(fake)
+    assert sorted(where) == list(range(len(events)))
     order = [where[seq] for seq in range(len(events))]
     runs = list(_runs(order))
-    assert len(runs) > 4
-    # All four streams start with equal room, and a stream that just took a record has less
-    # for a second (its quota window holds it): each move goes to an untouched one, in turn.
-    assert [stream for stream, _, _ in runs[:4]] == list(STREAMS)
-    for stream, start, end in runs[:3]:
-        # The event that fills the record is the last on its stream, and not earlier. (From
-        # the fourth stream on, every stream has taken a record, and which one is roomiest
-        # depends on what the worker has sent meanwhile: it may be the same one.)
-        assert sum(sizes[start:end - 1]) < target <= sum(sizes[start:end]), (stream, start, end)
+    assert {stream for stream, _, _ in runs} == set(STREAMS)
+    seen: set[str] = set()
     for stream, start, end in runs[:-1]:
-        # Later a stream is left only once it has a record's worth; what a run lacks of
-        # one is a short remainder the worker moved to the stream filling next (keyless
-        # events may go anywhere, and a small record of its own would waste billing).
-        assert sum(sizes[start:end]) >= target or (
-            sum(sizes[start:end]) <= MERGE_TAIL_BYTES), (stream, start, end)
+        if stream not in seen:
+            assert (sum(sizes[start:end]) >= target
+                    or end - start >= max_events), (stream, start, end)
+            seen.add(stream)
+    # Each move follows a full record (max_events lines, or bytes within the alignment window
+    # of the target) cut from the stream left: the route cannot move more often than records
+    # fill.
+    full_records = sum(sizes) // (target - ALIGN_WINDOW_BYTES) + len(events) // max_events
+    assert len(runs) - 1 <= full_records, (len(runs), sum(sizes), target)
