@@ -19,12 +19,15 @@ import orjson
 
 from .client import make_client
 from .config import BufferConfig, Event
+from .encoding import DUMPS_OPTION as _DUMPS_OPTION
+from .encoding import encode_fields as _encode_fields
+from .encoding import json_default as _json_default
+from .encoding import too_large as _too_large
+from .encoding import unserializable as _unserializable
 from .errors import (
     BufferClosedError,
     BufferFullError,
     ConfigurationError,
-    EventTooLargeError,
-    EventTypeError,
     EventValueError,
 )
 from .lifecycle import ARMED as _ARMED
@@ -46,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("firehose_buffer")
 
 _dumps = orjson.dumps
-_OPT = orjson.OPT_APPEND_NEWLINE
+_OPT = _DUMPS_OPTION
 _getpid = os.getpid
 #: Of close()'s timeout, at most this much is kept back from flushing for failing (and
 #: spooling) what is left, so that close() as a whole ends within its timeout.
@@ -243,17 +246,17 @@ class FirehoseBuffer:
         """
         if type(event) is dict:
             try:
-                line = _dumps(event, option=_OPT)
+                line = _dumps(event, default=_json_default, option=_OPT)
             except TypeError as exc:
-                raise EventTypeError(f"event cannot be serialized to JSON: {exc}") from None
+                raise _unserializable(exc) from exc
+            size = len(line)
+            if size > self._max_line:
+                raise _too_large(size, self._max_line)
+            fields: Mapping[str, object] = event
         else:
-            line = self._encode_other(event)
-        size = len(line)
-        if size > self._max_line:
-            raise EventTooLargeError(
-                f"encoded event is {size} bytes; one record holds at most {self._max_line}"
-            )
-        index = self._route(event) if self._keyed else -1
+            line, fields = _encode_fields(event, self._max_line)
+            size = len(line)
+        index = self._route(event, fields) if self._keyed else -1
         # One load from a page the kernel wipes in a forked child: a fork is seen here even
         # when the server forked without running Python's fork hooks (a syscall would cost
         # more than the rest of this method's bookkeeping).
@@ -331,25 +334,9 @@ class FirehoseBuffer:
                                config.max_buffer_bytes)
         return False
 
-    def _encode_other(self, event: object) -> bytes:
-        if isinstance(event, bytes | bytearray | memoryview):
-            data = bytes(event)
-            if not data.strip():
-                raise EventValueError("bytes event is empty")
-            if b"\n" in data:
-                raise EventValueError("bytes event contains a newline; one event is one line")
-            return data + b"\n"
-        if isinstance(event, Mapping):
-            try:
-                return _dumps(dict(event), option=_OPT)
-            except TypeError as exc:
-                raise EventTypeError(f"event cannot be serialized to JSON: {exc}") from None
-        raise EventTypeError(
-            f"event must be a mapping with str keys or bytes, not {type(event).__name__}"
-        )
-
-    def _route(self, event: Event) -> int:
-        """Stream index for a keyed event, or -1 for keyless (sticky)."""
+    def _route(self, event: Event, fields: Mapping[str, object]) -> int:
+        """Stream index for a keyed event (``fields``: its encoding.encode_fields), or -1
+        for keyless (sticky)."""
         config = self._config
         if config.router is not None:
             try:
@@ -364,16 +351,11 @@ class FirehoseBuffer:
                 raise EventValueError(f"router returned {choice!r}, not a stream index or name")
             return choice
         key = config.partition_key
-        if isinstance(event, bytes | bytearray | memoryview):
-            try:
-                event = orjson.loads(event)
-            except orjson.JSONDecodeError as exc:
-                raise EventValueError(f"bytes event is not JSON: {exc}") from None
-        value = event.get(key) if isinstance(event, Mapping) and key is not None else None
+        value = fields.get(key) if key is not None else None
         if value is None:
             return -1
         if not isinstance(value, str | bytes):
-            value = orjson.dumps(value)
+            value = _dumps(value, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
         return stable_index(value, len(config.streams))
 
     def _make_room(self, size: int) -> bool:
@@ -774,7 +756,8 @@ class FirehoseBuffer:
         if not self._keyed:
             return -1
         try:
-            return self._route(line[:-1])
+            data = line[:-1]
+            return self._route(data, _encode_fields(data, self._max_line)[1])
         except EventValueError:
             return -1
 
