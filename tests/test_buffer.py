@@ -61,7 +61,7 @@ class BufferMachine(RuleBasedStateMachine):
     @rule(count=st.integers(min_value=1, max_value=10))
     def put_bytes(self, count: int) -> None:
         for _ in range(count):
-            line = b"raw event %d" % self._next()
+            line = b'{"raw": %d}' % self._next()
             assert self.buffer.put(line)
             self.put_lines.append(line)
         self.flushed = False
