@@ -5,7 +5,8 @@
 Each figure is a ratio against a reference measured in the same run. Exit status is 0 unless
 a benchmark crashed: missed goals are findings, not failures. Groups: hot_path (figures 1, 2),
 packer (3), end_to_end (4, 6), max_throughput (5), cost (7), naive (8), botocore (the lead),
-transport (CPU per byte of the lean transport against botocore and the floor).
+transport (CPU per byte of the lean transport against botocore and the floor), encoding (what
+each input check costs).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import (  # noqa: E402  (the path above makes the package importable)
     botocore_profile,
     cost,
+    encoding,
     end_to_end,
     hot_path,
     packer,
@@ -36,6 +38,7 @@ from benchmarks.report import Row, table, write_json  # noqa: E402
 
 GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "hot_path": hot_path.run,
+    "encoding": encoding.run,
     "packer": packer.run,
     "cost": cost.run,
     "end_to_end": end_to_end.steady_load,

@@ -18,13 +18,15 @@ import orjson
 
 from .accumulator import LOCK_FREE, Full
 from .config import BufferConfig, Event
-from .encoding import encode
+from .encoding import DUMPS_OPTION as _OPT
+from .encoding import encode_fields as _encode_fields
+from .encoding import json_default as _json_default
+from .encoding import too_large as _too_large
+from .encoding import unserializable as _unserializable
 from .errors import (
     BufferClosedError,
     BufferFullError,
     ConfigurationError,
-    EventTooLargeError,
-    EventTypeError,
 )
 from .failures import FailureSink
 from .ledger import Ledger, Reason
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("firehose_buffer")
 
 _dumps = orjson.dumps
-_OPT = orjson.OPT_APPEND_NEWLINE
 #: Of close()'s timeout, at most this much is kept back from flushing for failing (and
 #: spooling or handing over) what is left, so that close() as a whole ends within it.
 _ABANDON_GRACE_SECONDS = 1.0
@@ -152,15 +153,16 @@ class FirehoseBuffer:
         """
         if type(event) is dict:
             try:
-                line = _dumps(event, option=_OPT)
+                line = _dumps(event, default=_json_default, option=_OPT)
             except TypeError as exc:
-                raise EventTypeError(f"event cannot be serialized to JSON: {exc}") from None
+                raise _unserializable(exc) from exc
             if len(line) > self._max_line:
-                raise EventTooLargeError(_too_large(len(line), self._max_line))
-            index = self._router.route(event) if self._router.keyed else self._router.sticky
+                raise _too_large(len(line), self._max_line)
+            index = self._router.route(event, event) if self._router.keyed else (
+                self._router.sticky)
         else:
-            line, parsed = encode(event, self._max_line)
-            index = self._router.route(event, parsed) if self._router.keyed else (
+            line, fields = _encode_fields(event, self._max_line)
+            index = self._router.route(event, fields) if self._router.keyed else (
                 self._router.sticky)
         if not _ARMED[0]:
             _after_fork_in_child()
@@ -478,11 +480,6 @@ def _count_written(buffer: FirehoseBuffer) -> int:
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _too_large(size: int, max_line: int) -> str:
-    return (f"encoded event is {size - 1} bytes; with its newline a record holds events of "
-            f"at most {max_line - 1} bytes")
 
 
 def _on_event_loop() -> bool:

@@ -16,11 +16,13 @@ class ConfigurationError(FirehoseBufferError, ValueError):
 
 
 class EventTypeError(FirehoseBufferError, TypeError):
-    """The event is not a mapping or bytes, or orjson cannot serialize it."""
+    """The event is not a mapping or bytes, a mapping raised when read, or orjson cannot
+    serialize it (a non-str key, an unsupported value, a datetime with a broken tzinfo)."""
 
 
 class EventValueError(FirehoseBufferError, ValueError):
-    """The event's content cannot become one JSON Lines line (a newline in bytes, empty bytes)."""
+    """The event's content cannot become one JSON Lines line: bytes that are not exactly one
+    JSON object (invalid UTF-8 or JSON, not an object, more after it, a raw line break)."""
 
 
 class EventTooLargeError(EventValueError):

@@ -15,7 +15,7 @@ class Reason(StrEnum):
     CLOSED = "closed_before_delivery"
     BUFFER_FULL = "buffer_full"
     TOO_LARGE = "event_too_large"
-    INVALID_SPOOL_LINE = "invalid_spool_line"
+    INVALID_EVENT = "invalid_event"
     WORKER_CRASHED = "worker_crashed"
 
 

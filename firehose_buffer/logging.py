@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from .buffer import FirehoseBuffer
+from .encoding import json_default
 
 #: Loggers whose records a FirehoseHandler drops: its own buffer's, and those of the HTTP
 #: stack under it, since shipping one of them makes more of them.
@@ -34,7 +35,8 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
 }
 _JSON_SCALARS = (str, int, float, bool, type(None))
-_OPTIONS = orjson.OPT_NON_STR_KEYS
+# Datetimes go through encoding.json_default: orjson crashes the process on a bad tzinfo.
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 class FirehoseHandler(logging.Handler):
@@ -117,13 +119,20 @@ def encode_record(record: logging.LogRecord, fields: Mapping[str, Any] | None = 
         if key not in event:
             event[key] = value
     try:
-        return orjson.dumps(event, default=str, option=_OPTIONS)
+        return orjson.dumps(event, default=_default, option=_OPTIONS)
     except TypeError:
         # orjson refuses some values even with default= (integers beyond 64 bits, nesting
         # too deep): fall back to str() for every value that is not a plain scalar.
         safe = {k: v if isinstance(v, _JSON_SCALARS) and not _big(v) else str(v)
                 for k, v in event.items()}
         return orjson.dumps(safe)
+
+
+def _default(value: object) -> str:
+    try:
+        return json_default(value)
+    except TypeError:
+        return str(value)
 
 
 def _big(value: object) -> bool:

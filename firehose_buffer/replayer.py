@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from .encoding import line_problem
+from .encoding import is_valid_line
 from .scheduler import Failure
 from .spool import Claim, SpoolFile, claim
 
@@ -77,7 +77,7 @@ class Replayer:
         chunks = taken.chunks()
         for chunk in chunks:
             for i, line in enumerate(chunk):
-                problem = line_problem(line, max_line)
+                problem = is_valid_line(line, max_line)
                 if problem is not None:
                     unsendable.setdefault(problem, []).append(line[:-1])
                     continue

@@ -8,7 +8,9 @@ from typing import Any
 
 import orjson
 
+from .encoding import encode_fields, json_default
 from .errors import EventValueError
+from .limits import MAX_RECORD_BYTES
 
 
 def stable_index(key: str | bytes, n: int) -> int:
@@ -58,20 +60,20 @@ class Router:
         self.keyed = partition_key is not None or router is not None
         self.sticky = 0
 
-    def route(self, event: Any, parsed: Any = None) -> int:
+    def route(self, event: Any, fields: Mapping[str, Any]) -> int:
         """The stream index for a keyed event, or ``sticky`` when it has no key.
 
-        ``parsed``: the decoded value of a bytes event, when the caller has it already.
+        ``fields``: what :func:`.encoding.encode_fields` read from the event (the event
+        itself for a dict), so a key is read from exactly what was encoded.
         """
         if self._router is not None:
             return self._call_router(event)
-        if isinstance(event, bytes | bytearray | memoryview):
-            event = parsed if parsed is not None else _parse(event)
-        value = event.get(self._key) if isinstance(event, Mapping) else None
+        value = fields.get(self._key) if self._key is not None else None
         if value is None:
             return self.sticky
         if not isinstance(value, str | bytes):
-            value = orjson.dumps(value)
+            value = orjson.dumps(value, default=json_default,
+                                 option=orjson.OPT_PASSTHROUGH_DATETIME)
         return stable_index(value, len(self.names))
 
     def _call_router(self, event: Any) -> int:
@@ -100,7 +102,7 @@ class Router:
         if not self.keyed:
             return self.sticky
         try:
-            return self.route(line)
+            return self.route(line, encode_fields(line, MAX_RECORD_BYTES)[1])
         except EventValueError:
             return self.sticky
 
@@ -113,10 +115,3 @@ class Router:
     def visit_full(self, headroom: Sequence[float]) -> None:
         """The sticky stream has had a record's worth: move to the roomiest other one."""
         self.sticky = roomiest(self.sticky, headroom)
-
-
-def _parse(data: bytes | bytearray | memoryview) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise EventValueError(f"bytes event is not JSON: {exc}") from None

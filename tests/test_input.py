@@ -34,6 +34,9 @@ BAD_TYPES: list[Any] = [
 ]
 BAD_VALUES: list[Any] = [
     b"", b"   ", b"two\nlines", b"trailing newline\n", bytearray(b"a\nb"),
+    # Keyless too: none of these is one JSON object on one line.
+    b"plain text", b'{"a":1}{"b":2}', b'{"a":1}\x00', b'{"a":"\xff"}', b'\xef\xbb\xbf{"a":1}',
+    b'{"a":\r1}', b'{"a":\n1}', b"1", b'"x"', b"null", b"[1]", memoryview(b"{"),
 ]
 
 
@@ -93,10 +96,15 @@ def test_bad_bytes_raise_value_error_and_lose_nothing(
 def test_one_event_fills_at_most_one_record(buf: FirehoseBuffer, fake: FakeFirehose) -> None:
     """1,024,000 bytes with the newline is the limit: one byte more is too large."""
     before = _put_good(buf, 0, 3)
-    largest = b"x" * (MAX_RECORD_BYTES - 1)
-    for too_large in (largest + b"y", {"pad": "x" * MAX_RECORD_BYTES}):
+    largest = b'{"pad":"' + b"x" * (MAX_RECORD_BYTES - 11) + b'"}'
+    assert len(largest) == MAX_RECORD_BYTES - 1
+    as_dict = orjson.loads(largest)
+    for too_large in (largest[:-2] + b'y"}', {**as_dict, "pad": as_dict["pad"] + "y"}):
         with pytest.raises(EventTooLargeError) as info:
             buf.put(too_large)
+        # The message names the event's own size and the largest that fits, newline aside.
+        assert "event is 1,024,000 bytes encoded" in str(info.value)
+        assert "the largest that fits is 1,023,999" in str(info.value)
         assert isinstance(info.value, EventValueError)
         assert isinstance(info.value, ValueError)
         assert isinstance(info.value, FirehoseBufferError)
@@ -115,7 +123,7 @@ def test_put_after_close_raises_and_the_rest_was_delivered(
     buf = FirehoseBuffer(config, client=fake)
     lines = _put_good(buf, 0, 20)
     assert buf.close(10)
-    for event in ({"seq": 99}, b"raw"):
+    for event in ({"seq": 99}, b'{"raw":1}'):
         with pytest.raises(BufferClosedError) as info:
             buf.put(event)
         assert isinstance(info.value, FirehoseBufferError)
@@ -131,8 +139,8 @@ def test_mappings_and_bytes_like_are_accepted(buf: FirehoseBuffer, fake: FakeFir
     # Accepted at run time though the Event type says bytes (see the report).
     buf.put(bytearray(b'{"kind":"bytearray"}'))  # type: ignore[arg-type]
     buf.put(memoryview(b'{"kind":"memoryview"}'))  # type: ignore[arg-type]
-    buf.put(b"not json is fine for keyless")
+    buf.put(b' {"kind": "spaced",\t"x": [1, 2]} ')
     _assert_delivered(buf, fake, [
         b'{"kind":"proxy"}', b'{"kind":"bytearray"}', b'{"kind":"memoryview"}',
-        b"not json is fine for keyless",
+        b' {"kind": "spaced",\t"x": [1, 2]} ',
     ])
