@@ -45,7 +45,7 @@ class Router:
     thin ones, and the choice of the next stream weighs quota headroom.
     """
 
-    __slots__ = ("_index", "_key", "_router", "keyed", "names", "sticky")
+    __slots__ = ("_index", "_key", "_router", "_sealed", "keyed", "names", "sticky")
 
     def __init__(
         self,
@@ -59,6 +59,8 @@ class Router:
         self._router = router
         self.keyed = partition_key is not None or router is not None
         self.sticky = 0
+        #: Segments the sticky stream has moved past in this visit.
+        self._sealed = 0
 
     def route(self, event: Any, fields: Mapping[str, Any]) -> int:
         """The stream index for a keyed event, or ``sticky`` when it has no key.
@@ -107,11 +109,17 @@ class Router:
             return self.sticky
 
     def segment_full(self, index: int) -> None:
-        """A stream moved to a new segment: a keyless burst can fill one between two ticks
-        of the worker (which moves on after a record's worth), so move on here too."""
-        if index == self.sticky:
+        """A stream moved to a new segment. A keyless burst can fill segments faster than
+        the worker ticks (it moves on after a record's worth): once the sticky stream has
+        filled a whole segment (several records) in this visit, move on here too."""
+        if index != self.sticky:
+            return
+        self._sealed += 1
+        if self._sealed >= 2:
+            self._sealed = 0
             self.sticky = (index + 1) % len(self.names)
 
     def visit_full(self, headroom: Sequence[float]) -> None:
         """The sticky stream has had a record's worth: move to the roomiest other one."""
+        self._sealed = 0
         self.sticky = roomiest(self.sticky, headroom)

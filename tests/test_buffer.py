@@ -76,7 +76,7 @@ class BufferMachine(RuleBasedStateMachine):
 
     @rule()
     def flush(self) -> None:
-        assert self.buffer.flush(15), f"flush timed out: {self.buffer.stats()}"
+        assert self.buffer.flush(15).pending == 0, f"flush timed out: {self.buffer.stats()}"
         self.flushed = True
 
     @precondition(lambda self: self.flushed)
@@ -112,7 +112,7 @@ class BufferMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            assert self.buffer.close(15)
+            assert self.buffer.close(15).pending == 0
             self._check()
         finally:
             self.buffer.close(1)
