@@ -4,7 +4,8 @@
 
 Each figure is a ratio against a reference measured in the same run. Exit status is 0 unless
 a benchmark crashed: missed goals are findings, not failures. Groups: hot_path (figures 1, 2),
-packer (3), end_to_end (4, 6), max_throughput (5), cost (7), naive (8), botocore (the lead).
+packer (3), end_to_end (4, 6), max_throughput (5), cost (7), naive (8), botocore (the lead),
+server (a FastAPI endpoint with and without the buffer; wrk for its saturation figure).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from benchmarks import (  # noqa: E402  (the path above makes the package import
     end_to_end,
     hot_path,
     packer,
+    server,
 )
 from benchmarks.emulator_proc import AWS_ENV  # noqa: E402
 from benchmarks.report import Row, table, write_json  # noqa: E402
@@ -40,6 +42,7 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "max_throughput": end_to_end.max_throughput,
     "naive": end_to_end.naive,
     "botocore": botocore_profile.run,
+    "server": server.run,
 }
 
 

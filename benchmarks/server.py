@@ -1,0 +1,329 @@
+"""The co-located server benchmark: a FastAPI endpoint that puts each request's event.
+
+Two uvicorn servers run the same app (``benchmarks.server_app``): one puts every event in a
+buffer shipping to the emulator, the reference builds the same event and drops it. Each is
+measured in turn (alternating which goes first, over several rounds in a full run):
+
+- requests/s at saturation, by wrk (closed loop, 32 connections); skipped when wrk is not
+  installed (``apt-get install -y wrk``);
+- latency at a fixed 1,000 requests/s, by ``benchmarks.open_loop`` (open loop, latency from
+  each request's scheduled time).
+
+On a machine with two or more CPUs the server gets the first CPU to itself; wrk, the
+generator and the emulator share the others, so the server's figures are its own CPU's. The
+emulator has the high quota on 4 streams, far above what one server sends, so throttling
+never enters the figures: what is measured is the buffer's cost in the server's process.
+
+``python -m benchmarks.server [--quick] [--no-pin] [--profile FILE]`` runs it alone;
+``--profile`` records the buffer server at saturation with py-spy (``--gil --threads``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from statistics import median
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from .emulator_proc import AWS_ENV, EmulatorProcess, proc_cpu_seconds
+from .events import make_event
+from .report import Row, table
+
+ROOT = Path(__file__).resolve().parent.parent
+STREAMS = [f"server-bench-{k}" for k in range(4)]
+FIXED_RATE = 1000.0
+SATURATION_GOAL = 0.90
+P99_GOAL = 1.2
+WRK_CONNECTIONS = 32
+WRK_INSTALL = "apt-get install -y wrk"
+
+
+def _bodies(count: int = 200, seed: int = 7) -> list[str]:
+    """Client events of 0.5-4 KB, sizes uniform."""
+    rng = random.Random(seed)
+    return [orjson.dumps(make_event(rng, rng.randrange(512, 4097))).decode()
+            for _ in range(count)]
+
+
+def _cpu_plan(pin: bool) -> tuple[set[int], set[int]]:
+    """(server CPUs, load CPUs): the server alone on one CPU when there are two or more."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return set(cpus), set(cpus)
+    return {cpus[0]}, set(cpus[1:])
+
+
+def _pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (threads started later inherit their creator's mask)."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that has just ended
+            os.sched_setaffinity(int(task), cpus)
+
+
+def _csv(cpus: set[int]) -> str:
+    return ",".join(map(str, sorted(cpus)))
+
+
+class ServerProcess:
+    def __init__(self, mode: str, endpoint: str, cpus: set[int]) -> None:
+        self._args = [
+            sys.executable, "-m", "benchmarks.server_app", "--mode", mode,
+            "--endpoint", endpoint, "--streams", ",".join(STREAMS), "--quota", "high",
+            "--cpus", _csv(cpus),
+        ]
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.report: dict[str, Any] = {}
+
+    def __enter__(self) -> ServerProcess:
+        self.proc = subprocess.Popen(self._args, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, **AWS_ENV})
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.url = line.removeprefix("listening on ")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as r:
+                    if r.status == 204:
+                        return self
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    raise RuntimeError("server never answered /healthz") from None
+            time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return proc_cpu_seconds(self.proc.pid)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        lines = out.strip().splitlines()
+        if lines and lines[-1].startswith("{"):
+            self.report = json.loads(lines[-1])
+
+
+def _wrk_script(bodies: list[str], directory: Path) -> Path:
+    """Requests formatted once in init(); done() prints the summary as JSON."""
+    quoted = ",\n".join(f"[==[{b}]==]" for b in bodies)
+    script = directory / "track.lua"
+    script.write_text(f"""
+local bodies = {{
+{quoted}
+}}
+local reqs = {{}}
+local i = 0
+init = function(args)
+  local headers = {{["Content-Type"] = "application/json", ["User-Agent"] = "wrk"}}
+  for k, b in ipairs(bodies) do reqs[k] = wrk.format("POST", "/track", headers, b) end
+end
+request = function()
+  i = i + 1
+  return reqs[(i % #reqs) + 1]
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {{"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,' ..
+    '"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+""")
+    return script
+
+
+def _wrk(url: str, script: Path, seconds: float, cpus: set[int]) -> dict[str, Any]:
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{max(1, round(seconds))}s", "-s",
+         str(script), url],
+        capture_output=True, text=True, timeout=seconds + 60, check=False,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]}"
+                           f"{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(line.removeprefix("WRKJSON "))
+    result["requests_per_second"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return result
+
+
+def _open_loop(url: str, bodies: Path, seconds: float, warmup: float,
+               cpus: set[int]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.open_loop", "--url", url, "--bodies", str(bodies),
+         "--rate", str(FIXED_RATE), "--seconds", str(seconds), "--warmup", str(warmup),
+         "--cpus", _csv(cpus)],
+        cwd=ROOT, capture_output=True, text=True, timeout=seconds + warmup + 60, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"open_loop failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _profile(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes] | None:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        print("py-spy not found; no profile", file=sys.stderr)
+        return None
+    fmt = "raw" if output.suffix == ".txt" else "flamegraph"
+    return subprocess.Popen([py_spy, "record", "--gil", "--threads", "--format", fmt,
+                             "--rate", "250",
+                             "--duration", str(max(1, round(seconds))), "--output",
+                             str(output), "--pid", str(pid), "--nonblocking"],
+                            stdout=subprocess.DEVNULL)
+
+
+def measure(quick: bool, *, pin: bool = True, profile: Path | None = None,
+            saturation_seconds: float | None = None) -> dict[str, Any]:
+    rounds = 1 if quick else 3
+    fixed_seconds, warmup = (3.0, 1.0) if quick else (10.0, 2.0)
+    if saturation_seconds is None:
+        saturation_seconds = 3.0 if quick else 10.0
+    server_cpus, load_cpus = _cpu_plan(pin)
+    has_wrk = shutil.which("wrk") is not None
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "buffer": []}
+    with tempfile.TemporaryDirectory(prefix="fb-server-bench-") as tmp, \
+            EmulatorProcess(STREAMS, "high") as emulator:
+        assert emulator.proc is not None
+        _pin_process(emulator.proc.pid, load_cpus)
+        bodies = _bodies()
+        bodies_file = Path(tmp) / "bodies.json"
+        bodies_file.write_text(json.dumps(bodies))
+        script = _wrk_script(bodies, Path(tmp)) if has_wrk else None
+        for k in range(rounds):
+            for mode in ("bare", "buffer") if k % 2 == 0 else ("buffer", "bare"):
+                run: dict[str, Any] = {"round": k}
+                with ServerProcess(mode, emulator.endpoint_url, server_cpus) as server:
+                    url = f"{server.url}/track"
+                    cpu0 = server.cpu_seconds()
+                    run["fixed"] = _open_loop(url, bodies_file, fixed_seconds, warmup, load_cpus)
+                    cpu1 = server.cpu_seconds()
+                    run["fixed_server_cpu_share"] = (cpu1 - cpu0) / (fixed_seconds + warmup)
+                    if script is not None:
+                        spy = (_profile(server.proc.pid if server.proc else 0,
+                                        saturation_seconds, profile)
+                               if profile is not None and mode == "buffer" and k == 0 else None)
+                        run["saturation"] = _wrk(url, script, saturation_seconds, load_cpus)
+                        cpu2 = server.cpu_seconds()
+                        run["saturation_server_cpu_us_per_request"] = (
+                            (cpu2 - cpu1) / max(1, run["saturation"]["requests"]) * 1e6)
+                        if spy is not None:
+                            spy.wait(60)
+                run["server"] = server.report
+                runs[mode].append(run)
+        emulator_stats = emulator.stats().to_json()
+    return {
+        "runs": runs, "emulator": emulator_stats, "has_wrk": has_wrk,
+        "server_cpus": sorted(server_cpus), "load_cpus": sorted(load_cpus),
+        "loadavg_after": os.getloadavg(),
+        "fixed_seconds": fixed_seconds, "saturation_seconds": saturation_seconds,
+    }
+
+
+def _rows(result: dict[str, Any]) -> list[Row]:
+    bare, buf = result["runs"]["bare"], result["runs"]["buffer"]
+    meta = {k: v for k, v in result.items() if k != "runs"}
+    lost = [r["server"].get("handled", 0) - r["server"].get("events_delivered", 0) for r in buf]
+    notes = (f"uvicorn ({buf[0]['server'].get('http')}, {buf[0]['server'].get('loop')}), "
+             f"server on CPUs {result['server_cpus']}, load on {result['load_cpus']}; "
+             f"buffer servers lost {lost} events")
+    rows: list[Row] = []
+    sat_figure = "server: requests/s at saturation, buffer put per request"
+    if result["has_wrk"]:
+        with_rps = median(r["saturation"]["requests_per_second"] for r in buf)
+        ref_rps = median(r["saturation"]["requests_per_second"] for r in bare)
+        rows.append(Row(
+            sat_figure, with_rps, "req/s", ref_rps, "same app, no buffer",
+            goal=f">= {SATURATION_GOAL:.2f}x", met=with_rps >= SATURATION_GOAL * ref_rps,
+            notes=notes,
+            details={
+                **meta,
+                "requests_per_second": {m: [r["saturation"]["requests_per_second"]
+                                            for r in result["runs"][m]] for m in ("bare",
+                                                                                  "buffer")},
+                "server_cpu_us_per_request": {
+                    m: [r["saturation_server_cpu_us_per_request"] for r in result["runs"][m]]
+                    for m in ("bare", "buffer")},
+                "wrk": {m: [r["saturation"] for r in result["runs"][m]]
+                        for m in ("bare", "buffer")},
+                "servers": {m: [r["server"] for r in result["runs"][m]]
+                            for m in ("bare", "buffer")},
+            }))
+    else:
+        rows.append(Row(sat_figure, float("nan"), f"skipped: wrk not installed ({WRK_INSTALL})",
+                        goal=f">= {SATURATION_GOAL:.2f}x", met=None,
+                        notes=f"skipped: wrk not installed ({WRK_INSTALL})", details=meta))
+    fixed = {m: [r["fixed"] for r in result["runs"][m]] for m in ("bare", "buffer")}
+    for point, goal in (("p99", P99_GOAL), ("p50", None)):
+        with_ms = median(f["latency_s"][point] for f in fixed["buffer"]) * 1e3
+        ref_ms = median(f["latency_s"][point] for f in fixed["bare"]) * 1e3
+        rows.append(Row(
+            f"server: {point} latency at {FIXED_RATE:,.0f} req/s, buffer put per request",
+            with_ms, "ms", ref_ms, "same app, no buffer",
+            goal=f"<= {goal:.1f}x" if goal is not None else "",
+            met=with_ms <= goal * ref_ms if goal is not None else None,
+            notes=notes if point == "p99" else "",
+            details={
+                **meta,
+                "open_loop": fixed,
+                "server_cpu_share": {m: [r["fixed_server_cpu_share"] for r in result["runs"][m]]
+                                     for m in ("bare", "buffer")},
+            } if point == "p99" else {}))
+    return rows
+
+
+def run(quick: bool) -> list[Row]:
+    return _rows(measure(quick))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.server")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-pin", action="store_true", help="let the OS place every process")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy output for the buffer server at saturation "
+                             "(.svg flame graph, .txt collapsed stacks)")
+    parser.add_argument("--saturation-seconds", type=float, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the raw result")
+    args = parser.parse_args(argv)
+    os.environ.update(AWS_ENV)
+    result = measure(args.quick, pin=not args.no_pin, profile=args.profile,
+                     saturation_seconds=args.saturation_seconds)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(table(_rows(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
