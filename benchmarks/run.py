@@ -6,7 +6,8 @@ Each figure is a ratio against a reference measured in the same run. Exit status
 a benchmark crashed: missed goals are findings, not failures. Groups: hot_path (figures 1, 2),
 packer (3), end_to_end (4, 6), max_throughput (5), cost (7), naive (8), botocore (the lead),
 transport (CPU per byte of the lean transport against botocore and the floor), encoding (what
-each input check costs).
+each input check costs), server (a FastAPI endpoint with and without the buffer; wrk for its
+saturation figure).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from benchmarks import (  # noqa: E402  (the path above makes the package import
     end_to_end,
     hot_path,
     packer,
+    server,
     transport,
 )
 from benchmarks.emulator_proc import AWS_ENV  # noqa: E402
@@ -46,6 +48,7 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "naive": end_to_end.naive,
     "botocore": botocore_profile.run,
     "transport": transport.run,
+    "server": server.run,
 }
 
 
