@@ -17,7 +17,7 @@ from .errors import (
 from .lifecycle import install_sigterm_handler
 from .packing import billed_bytes
 from .quota import Quota
-from .stats import BufferStats, StreamStats
+from .stats import BufferStats, FlushResult, StreamStats
 
 __all__ = [
     "BufferClosedError",
@@ -30,6 +30,7 @@ __all__ = [
     "EventValueError",
     "FirehoseBuffer",
     "FirehoseBufferError",
+    "FlushResult",
     "Quota",
     "StreamStats",
     "billed_bytes",

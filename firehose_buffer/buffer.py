@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import functools
 import logging
@@ -36,7 +37,7 @@ from .pipeline import Batch, Failure, Pipeline
 from .routing import roomiest, stable_index
 from .sender import FirehoseClient, Outcome, put_record_batch
 from .spool import Claim, Spool, SpoolFile, claim, pending_files
-from .stats import BufferStats, StreamStats
+from .stats import BufferStats, FlushResult, StreamStats
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -408,22 +409,25 @@ class FirehoseBuffer:
         self._sticky_bytes = 0
         self._sticky_events = 0
 
-    def flush(self, timeout: float | None = 10.0) -> bool:
+    def flush(self, timeout: float | None = 10.0) -> FlushResult:
         """Send everything put before this call, ignoring linger; wait for every outcome.
 
-        Returns True when all of it was delivered or failed (see ``on_failure``) within
-        ``timeout``, False on timeout. From the ``on_failure`` callback (the worker thread) it
-        only asks for the flush and returns False, since the worker cannot wait for itself.
+        Returns a :class:`FlushResult`, truthy when all of it was delivered within
+        ``timeout``. From the ``on_failure`` callback (the worker thread) it only asks for
+        the flush and reports everything pending, since the worker cannot wait for itself.
         """
         if not _ARMED[0]:
             _after_fork_in_child()
+        before = self.stats()
         generation = self._request_flush()
         if generation is None:
             with self._lock:
-                return self._pipeline.idle and not any(s.lines for s in self._shards)
+                done = self._pipeline.idle and not any(s.lines for s in self._shards)
+            return _covered(before, self.stats(), done)
         if threading.current_thread() is self._worker:
-            return False
-        return self._wait_flushed(generation, timeout)
+            return FlushResult(0, 0, before.events_buffered)
+        done = self._wait_flushed(generation, timeout)
+        return _covered(before, self.stats(), done)
 
     def _request_flush(self) -> int | None:
         with self._lock:
@@ -441,16 +445,17 @@ class FirehoseBuffer:
                 timeout,
             ) and self._reported_generation >= generation
 
-    def close(self, timeout: float | None = 10.0) -> bool:
+    def close(self, timeout: float | None = 10.0) -> FlushResult:
         """Flush, then stop the threads; idempotent. put() raises BufferClosedError after.
 
         Returns within ``timeout`` (``None``: wait for every outcome). Events not delivered
         by then are failed (reason ``"closed_before_delivery"``): written to the spool when
-        there is one, else handed to ``on_failure``. Returns True when everything was
-        delivered or had failed for another reason before the deadline.
+        there is one, else handed to ``on_failure``. The :class:`FlushResult` is truthy
+        when everything was delivered.
         """
         if not _ARMED[0]:
             _after_fork_in_child()
+        before = self.stats()
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._lock:
             first = not self._closed
@@ -461,12 +466,11 @@ class FirehoseBuffer:
             _LIVE.discard(self)
         if threading.current_thread() is self._worker:
             self._wakeup.set()
-            return False
+            return FlushResult(0, 0, before.events_buffered)
         flush_timeout = None if timeout is None else max(
             0.0, timeout - min(_ABANDON_GRACE_SECONDS, timeout * _ABANDON_GRACE_FRACTION)
         )
-        delivered = self.flush(flush_timeout)
-        if not delivered:
+        if self.flush(flush_timeout).pending:
             with self._lock:
                 self._abandon = True
             self._wakeup.set()
@@ -478,8 +482,9 @@ class FirehoseBuffer:
         worker = self._worker
         if self._spool is not None and (worker is None or not worker.is_alive()):
             self._spool.close()
-        self._telemetry.closed(self.stats())
-        return delivered
+        after = self.stats()
+        self._telemetry.closed(after)
+        return _covered(before, after, after.events_buffered == 0)
 
     def __enter__(self) -> FirehoseBuffer:
         return self
@@ -491,6 +496,28 @@ class FirehoseBuffer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- asyncio: flush and close on a thread, so the event loop never waits ----------------
+
+    async def aflush(self, timeout: float | None = 10.0) -> FlushResult:
+        """:meth:`flush` for async code: awaits it on a thread; the loop keeps running."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def aclose(self, timeout: float | None = 10.0) -> FlushResult:
+        """:meth:`close` for async code (an ASGI lifespan's shutdown, say): awaits it on a
+        thread; the loop keeps serving while the buffer drains."""
+        return await asyncio.to_thread(self.close, timeout)
+
+    async def __aenter__(self) -> FirehoseBuffer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def wait_for_replay(self, timeout: float | None = None) -> bool:
         """Wait until the spool files found at start have each been re-sent (or handed back
@@ -800,6 +827,19 @@ class FirehoseBuffer:
                         "whose connections the parent shares; pass client_factory instead")
         if not self._closed:
             self._start_threads([])
+
+
+def _covered(before: BufferStats, after: BufferStats, done: bool) -> FlushResult:
+    """The outcomes of the events buffered at ``before``, read off two snapshots.
+
+    An approximation: events put meanwhile may resolve first and be counted instead.
+    """
+    covered = before.events_buffered
+    failed = min(covered, after.events_failed - before.events_failed)
+    if done:
+        return FlushResult(covered - failed, failed, 0)
+    delivered = min(covered - failed, after.events_delivered - before.events_delivered)
+    return FlushResult(delivered, failed, covered - failed - delivered)
 
 
 def _close_at_exit(ref: weakref.ReferenceType[FirehoseBuffer]) -> None:

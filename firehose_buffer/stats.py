@@ -1,4 +1,4 @@
-"""The frozen snapshot ``FirehoseBuffer.stats()`` returns."""
+"""The frozen snapshots ``FirehoseBuffer.stats()`` and ``flush()``/``close()`` return."""
 
 from __future__ import annotations
 
@@ -67,3 +67,20 @@ class BufferStats:
     def billed_ratio(self) -> float:
         """Billed bytes over raw bytes (1.0 is perfect packing); 0.0 before any delivery."""
         return self.billed_bytes / self.bytes_sent if self.bytes_sent else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What ``flush()``/``close()`` achieved for the events put before the call.
+
+    Truthy only when every one of them was delivered, so ``if buffer.flush():`` means
+    "all delivered"; ``failed`` went to the spool or ``on_failure``; ``pending`` are still
+    in memory (a flush that timed out leaves them buffered, to go later).
+    """
+
+    delivered: int
+    failed: int
+    pending: int
+
+    def __bool__(self) -> bool:
+        return self.failed == 0 and self.pending == 0

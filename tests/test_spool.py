@@ -125,7 +125,7 @@ def test_close_deadline_spools_everything_left_and_counts_add_up(tmp_path: Path)
     sent = events(2_000)
     for e in sent:
         buf.put(e)
-    assert buf.close(timeout=0.5) is False
+    assert not buf.close(timeout=0.5)
     s = buf.stats()
     assert s.events_buffered == 0
     assert s.events_put == s.events_delivered + s.events_failed + s.events_dropped
