@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -293,3 +294,65 @@ def test_gunicorn_preload_master_runs_no_buffer_thread(
     names = orjson.loads(report.read_bytes())
     assert "MainThread" in names
     assert [n for n in names if n.startswith("firehose-buffer-")] == []
+
+
+# -- Lambda: freezes between invocations, a kill after the last ------------------------------
+
+INVOCATIONS = 6
+EVENTS_PER_INVOCATION = 60
+FREEZES = (1.0, 2.0, 1.5)
+
+
+def read_line(proc: subprocess.Popen[str], deadline: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], deadline)
+    assert ready, f"no answer within {deadline} s"
+    line = proc.stdout.readline()
+    assert line, "the driver exited"
+    return line
+
+
+def test_lambda_handler_loses_nothing_through_freezes_and_a_final_kill(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    env = child_env(FIREHOSE_BUFFER_STREAMS=",".join(STREAMS),
+                    AWS_ENDPOINT_URL_FIREHOSE=emulator.endpoint_url)
+    env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLES), env["PYTHONPATH"]])
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "lambda_driver.py"), "lambda_handler:handler"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    rng = random.Random(7)
+    sent: set[str] = set()
+    stats: dict[str, Any] = {}
+    try:
+        assert read_line(proc, START_DEADLINE).strip() == "ready"
+        assert proc.stdin is not None
+        for n in range(INVOCATIONS):
+            if n:
+                # Lambda thaws the environment for the next invocation.
+                os.kill(proc.pid, signal.SIGCONT)
+            ids = [f"{n}-{i}" for i in range(EVENTS_PER_INVOCATION)]
+            events = [{"id": i, "pad": "x" * rng.randint(500, 4000)} for i in ids]
+            proc.stdin.write(orjson.dumps({"event": {"events": events}, "timeout": 3.0})
+                             .decode() + "\n")
+            proc.stdin.flush()
+            reply = orjson.loads(read_line(proc, 30.0))
+            assert reply["answer"] == {"statusCode": 200, "accepted": len(events)}
+            sent.update(ids)
+            stats = reply["stats"]
+            if n < INVOCATIONS - 1:
+                # Frozen the moment it answered, as Lambda does, for a while.
+                os.kill(proc.pid, signal.SIGSTOP)
+                time.sleep(FREEZES[n % len(FREEZES)])
+        # After the last answer the environment is destroyed without warning.
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    delivered = emulator.delivered_ids()
+    lost = sent - set(delivered)
+    assert not lost, f"{len(lost)} of {len(sent)} events lost"
+    assert sum(n - 1 for n in delivered.values()) <= stats["possible_duplicates"]
