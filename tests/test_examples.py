@@ -33,13 +33,16 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 STREAMS = ("events-0", "events-1", "events-2", "events-3")
-EVENTS = 3_000
+EVENTS = 2_000
 CONCURRENCY = 16
 START_DEADLINE = 60.0
 EXIT_DEADLINE = 60.0
 #: The app's close may take this long (FIREHOSE_BUFFER_EXIT_TIMEOUT_SECONDS); the servers'
 #: own grace periods are longer.
 CLOSE_SECONDS = 20.0
+#: Each stream's byte quota, in the emulator and in the apps' config: below what the burst
+#: offers, so that a backlog of a few MB waits in the buffers when SIGTERM comes.
+STREAM_BYTES_PER_SECOND = 100_000
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -83,7 +86,8 @@ class Emulator:
     def __init__(self, data_dir: Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "firehose_buffer.emulator", "--port", "0",
-             "--streams", ",".join(STREAMS), "--data-dir", str(data_dir)],
+             "--streams", ",".join(STREAMS), "--data-dir", str(data_dir),
+             "--bytes-per-second", str(STREAM_BYTES_PER_SECOND)],
             stdout=subprocess.PIPE, text=True, env=child_env(),
         )
         assert self.proc.stdout is not None
@@ -141,6 +145,7 @@ def app_env(emulator: Emulator, stats_dir: Path) -> dict[str, str]:
         FIREHOSE_BUFFER_STREAMS=",".join(STREAMS),
         AWS_ENDPOINT_URL_FIREHOSE=emulator.endpoint_url,
         FIREHOSE_BUFFER_EXIT_TIMEOUT_SECONDS=str(CLOSE_SECONDS),
+        FIREHOSE_BUFFER_BYTES_PER_SECOND=str(STREAM_BYTES_PER_SECOND),
         FIREHOSE_EXAMPLE_STATS_DIR=str(stats_dir),
     )
 
@@ -316,6 +321,7 @@ def test_lambda_handler_loses_nothing_through_freezes_and_a_final_kill(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     env = child_env(FIREHOSE_BUFFER_STREAMS=",".join(STREAMS),
+                    FIREHOSE_BUFFER_BYTES_PER_SECOND=str(STREAM_BYTES_PER_SECOND),
                     AWS_ENDPOINT_URL_FIREHOSE=emulator.endpoint_url)
     env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLES), env["PYTHONPATH"]])
     proc = subprocess.Popen(
