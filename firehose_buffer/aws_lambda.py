@@ -96,9 +96,10 @@ def _flush(buffer: FirehoseBuffer, timeout: float) -> FlushResult | None:
         return None
     if not result:
         log.warning(
-            "invocation ends with events not delivered within %.2f s: %d delivered, "
-            "%d failed (spooled or given to on_failure), %d pending (sent with the next "
-            "invocation)", timeout, result.delivered, result.failed, result.pending,
+            "invocation ends with %d events not delivered (the flush had %.2f s): "
+            "%d delivered, %d failed (spooled or given to on_failure), %d pending (they go "
+            "with the next invocation)", result.failed + result.pending, timeout,
+            result.delivered, result.failed, result.pending,
         )
     return result
 
