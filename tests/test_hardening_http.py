@@ -15,10 +15,9 @@ from typing import Any
 
 import orjson
 import pytest
+from hostile_server import MALFORMED_200, Answer, Behaviour, HostileFirehose
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
-
-from hostile_server import MALFORMED_200, Answer, Behaviour, HostileFirehose
 
 pytestmark = pytest.mark.slow
 
