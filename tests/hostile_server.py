@@ -77,6 +77,8 @@ class Call:
     stream: str
     lines: list[bytes]
     behaviour: Behaviour | None
+    #: The client's (host, port): one per TCP connection.
+    peer: tuple[str, int] = ("", 0)
 
 
 class HostileFirehose:
@@ -147,6 +149,10 @@ class HostileFirehose:
         """Every line stored for ``stream``, in the order stored (duplicates included)."""
         with self._lock:
             return list(self._lines[stream])
+
+    def all_calls(self) -> list[Call]:
+        with self._lock:
+            return list(self.calls)
 
     def scripted_calls(self) -> list[Call]:
         """The calls that consumed a scripted answer, in order."""
@@ -224,12 +230,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, orjson.dumps({"__type": "UnknownOperationException",
                                           "message": "only PutRecordBatch here"}))
             return
-        request = orjson.loads(body)
-        stream = str(request["DeliveryStreamName"])
-        records = [base64.b64decode(r["Data"]) for r in request["Records"]]
+        try:
+            request = orjson.loads(body)
+            stream = str(request["DeliveryStreamName"])
+            records = [base64.b64decode(r["Data"], validate=True) for r in request["Records"]]
+        except (ValueError, KeyError, TypeError):
+            # What Firehose answers a body it cannot read (two writers on one connection...).
+            owner._record_call(Call("", [], None, self._peer()))
+            self._send(400, orjson.dumps({"__type": "SerializationException"}))
+            return
         answer = owner._next_answer(stream)
         owner._record_call(Call(stream, [line for r in records for line in r.splitlines()],
-                                None if answer is None else answer.behaviour))
+                                None if answer is None else answer.behaviour, self._peer()))
         if answer is None:
             ids = owner._store(stream, records)
             self._send(200, _success(ids))
@@ -238,6 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
             f"unstored-{i}" for i in range(len(records))
         ]
         self._misbehave(answer.behaviour, ids)
+
+    def _peer(self) -> tuple[str, int]:
+        host, port = self.client_address[:2]
+        return (str(host), int(port))
 
     def _misbehave(self, behaviour: Behaviour, ids: list[str]) -> None:
         count = len(ids)
