@@ -218,6 +218,7 @@ def test_batch_abandoned_in_flight_counts_possible_duplicates(
 
     second = FirehoseBuffer(config)  # replays the spool
     try:
+        second.flush(10.0)  # first use: starts the replay (and, once fixed, covers it)
         _wait_for(lambda: len(_delivered(firehose)) >= 200, 10.0, "the spool to be replayed")
     finally:
         second.close(5.0)

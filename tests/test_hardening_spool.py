@@ -192,6 +192,7 @@ def test_replay_never_ships_corrupt_or_oversized_spool_lines(
     for _ in range(2):  # the start that finds the damage, then the next one
         buffer = FirehoseBuffer(_config(firehose, spool, on_failure=reported))
         try:
+            buffer.flush(10.0)  # first use: starts the replay (and, once fixed, covers it)
             _wait_for(lambda: len(_wire_lines(firehose)) >= 100, 15.0,
                       "the spool's 100 valid events to be delivered")
             buffer.flush(10.0)
