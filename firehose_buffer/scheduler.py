@@ -28,9 +28,9 @@ from .ratelimit import StreamLimiter
 from .routing import Router
 from .transport import THROTTLE_CODES, Outcome
 
-#: How often the worker looks for new lines while anything is pending. put() does not wake
-#: the worker (that would cost every put a system call); this bounds how late a full record
-#: is noticed.
+#: How often the worker looks for new lines while producers are writing. put() wakes the
+#: worker only when it sleeps (a flag read; waking costs a system call); this bounds how
+#: late a full record is noticed.
 TICK_SECONDS = 0.01
 #: A forced cut (linger) also takes lines this fraction of linger younger than the deadline,
 #: so a stream with steady traffic sends about two records per linger period, not one per tick.
@@ -133,6 +133,9 @@ class Tick:
     failures: list[Failure]
     #: When to look again (monotonic); None: only when woken.
     wake_at: float | None
+    #: Bytes producers wrote since the last tick. While they write, the worker looks again
+    #: within TICK_SECONDS; once they stop, it sleeps until a deadline or a put() wakes it.
+    arrived: int = 0
 
 
 class _Attempt:
@@ -217,9 +220,9 @@ class Scheduler:
             failures.extend(self._abandon(abandon))
         else:
             batches = self._dispatch(now, ttl_now, failures)
-        wake = self._next_wake(now, ttl_now)
+        wake = self._next_wake(now, ttl_now, arrived)
         self._planned = wake if wake is not None else None
-        return Tick(batches, failures, wake)
+        return Tick(batches, failures, wake, arrived)
 
     # -- lines in -------------------------------------------------------------------------
 
@@ -566,15 +569,13 @@ class Scheduler:
             failures.extend(self._fail(s, r, reason) for r in pending)
         return failures
 
-    def _next_wake(self, now: float, ttl_now: float) -> float | None:
+    def _next_wake(self, now: float, ttl_now: float, arrived: int) -> float | None:
         linger = self.config.linger_seconds * (1 - DEADLINE_MARGIN)
         times: list[float] = []
-        staged = False
         for s in self.streams:
             for span in s.spans:
                 if span.first < len(span.ends):
                     times.append(span.stamps[0][1] + linger + self.frozen)
-                    staged = True
             if s.in_flight is None:
                 if s.quota_wake is not None:
                     times.append(s.quota_wake)
@@ -582,7 +583,7 @@ class Scheduler:
                     times.append(s.retry[0][0] + self.frozen)
                 elif s.ready:
                     times.append(now)
-        if staged or self.outstanding_records:
+        if arrived:
             times.append(now + TICK_SECONDS)
         return min(times) if times else None
 

@@ -142,13 +142,14 @@ class Worker:
                 self.stopped = True
                 return -1.0
             wake = tick.wake_at
-            if wake is None:
-                # Nothing pending: sleep until a put() or a call wakes us. Say so first,
-                # then look once more, so a put() in between is not missed.
+            if not tick.arrived:
+                # Producers are quiet: sleep until a deadline, an answer or a put() wakes
+                # us. Say so first, then look once more, so a put() in between is not missed.
                 self.sleeping = True
-                if sched.acc.rings and sched.unseen_events():
+                if sched.unseen_events():
                     self.sleeping = False
                     return 0.0
+            if wake is None:
                 return None
         return max(0.0, wake - self.clock())
 

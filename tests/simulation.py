@@ -3,7 +3,7 @@
 No threads and no sleeps. Lines go in exactly as put() writes them
 (:meth:`Accumulator.append`), routed by the real :class:`Router`. The simulated worker ticks
 when the last tick asked to be woken, when a call completes (a sender wakes it), and, after a
-tick that asked for nothing, at the next put (put() wakes a sleeping worker). A fake service
+tick that saw no new lines, at the next put (put() wakes a sleeping worker). A fake service
 acknowledges every record of every batch ``latency`` seconds after it was sent.
 """
 
@@ -67,8 +67,9 @@ class Simulation:
         index = self.router.sticky if stream is None else stream
         self.acc.append(index, line)
         self.put_times[index].append(t)
-        if self.wake is None:
-            self.wake = t
+        if self.sleeping:
+            self.sleeping = False
+            self.wake = t if self.wake is None else min(self.wake, t)
         return index
 
     def advance(self, until: float) -> None:
@@ -122,5 +123,8 @@ class Simulation:
             if self._spins > MAX_TICKS_AT_ONE_INSTANT:
                 raise Stuck(f"tick at {now} keeps asking to be woken at {tick.wake_at}")
         self.wake = None if tick.wake_at is None else max(now, tick.wake_at)
+        # As the worker: after a tick that saw nothing new, the next put() wakes it.
+        self.sleeping = not tick.arrived
 
     _spins = 0
+    sleeping = True

@@ -183,7 +183,9 @@ def wait_until_idle(buf: FirehoseBuffer) -> None:
     while True:
         worker = buf._worker.thread
         frame = sys._current_frames().get(worker.ident or 0) if worker else None
-        if frame is not None and frame.f_code.co_name == "wait" and (
+        # Sleeping: waiting for a deadline, not for its next look at new lines in a few ms
+        # (a thread waiting for the GIL when fork() is called from C hangs the child).
+        if frame is not None and frame.f_code.co_name == "wait" and buf._worker.sleeping and (
                 buf._scheduler.unseen_events() == 0):
             return
         if time.monotonic() > deadline:
