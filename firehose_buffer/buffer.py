@@ -280,20 +280,26 @@ class FirehoseBuffer:
 
     def _idle_result(self) -> FlushResult:
         with self._lock:
-            pending = self._scheduler.outstanding_events
-        return FlushResult(delivered=0, failed=0, pending=pending + self._unseen())
+            return FlushResult(delivered=0, failed=0, pending=self._pending_now())
+
+    def _pending_now(self) -> int:
+        """Events accepted and without an outcome (call with the lock held)."""
+        sch = self._scheduler
+        return (sch.outstanding_events + sum(s.staged_events for s in sch.streams)
+                + sch.unseen_events())
 
     def _flush_until(self, deadline: float | None) -> FlushResult:
         worker = self._worker
         with self._lock:
             if worker.stopped:
-                return FlushResult(0, 0, self._scheduler.outstanding_events)
+                return FlushResult(0, 0, self._pending_now())
             worker.flush_requested += 1
             generation = worker.flush_requested
         worker.wake()
         if threading.current_thread() is worker.thread:
             # The worker cannot wait for itself: it asked; it never claims success.
-            return FlushResult(0, 0, max(1, self._scheduler.outstanding_events))
+            with self._lock:
+                return FlushResult(0, 0, max(1, self._pending_now()))
         with self._lock:
             worker.progress.wait_for(
                 lambda: worker.done_generation >= generation or worker.stopped,
@@ -305,11 +311,14 @@ class FirehoseBuffer:
                     del worker.flushes_done[g]
                 return FlushResult(mark.delivered, mark.failed,
                                    mark.events - mark.delivered - mark.failed)
-            for pending in self._scheduler.pending_flushes():
+            for pending in [*self._scheduler.pending_flushes(), *self._scheduler.flushed]:
                 if pending.generation == generation:
-                    return FlushResult(pending.delivered, pending.failed,
-                                       pending.events - pending.delivered - pending.failed)
-            return FlushResult(0, 0, self._scheduler.outstanding_events)
+                    # Every record has an outcome but failures may still be being reported:
+                    # not done until they are.
+                    unreported = int(pending.remaining <= 0 and pending.failed > 0)
+                    return FlushResult(pending.delivered, pending.failed, max(
+                        unreported, pending.events - pending.delivered - pending.failed))
+            return FlushResult(0, 0, self._pending_now())
 
     def close(self, timeout: float | None = 10.0) -> FlushResult:
         """Flush, then stop the threads; idempotent. put() raises BufferClosedError after.
@@ -336,7 +345,8 @@ class FirehoseBuffer:
             with self._lock:
                 worker.closing = True
             worker.wake()
-            return FlushResult(0, 0, max(1, self._scheduler.outstanding_events))
+            with self._lock:
+                return FlushResult(0, 0, max(1, self._pending_now()))
         with self._lock:
             worker.closing = True
         if self._replayer is not None:
@@ -361,7 +371,7 @@ class FirehoseBuffer:
     def _count_lost(self) -> None:
         """close() ran out of time with events neither delivered nor handed over."""
         with self._lock:
-            lost = self._scheduler.outstanding_events + self._sink.in_hand
+            lost = self._pending_now() + self._sink.in_hand
             self._ledger.events_lost += lost
         if lost:
             log.error("close() timed out: %d events were neither delivered nor kept in the "
@@ -406,9 +416,6 @@ class FirehoseBuffer:
         return self._replayer is None or self._replayer.wait(timeout)
 
     # -- stats ------------------------------------------------------------------------------
-
-    def _unseen(self) -> int:
-        return self._scheduler.unseen_events() if self._started else _count_written(self)
 
     def stats(self) -> BufferStats:
         """A consistent snapshot of the counters."""
@@ -472,10 +479,6 @@ class FirehoseBuffer:
         self._init_state()
         if closed:
             self._acc.close()
-
-
-def _count_written(buffer: FirehoseBuffer) -> int:
-    return buffer._scheduler.unseen_events()
 
 
 def _remaining(deadline: float | None) -> float | None:

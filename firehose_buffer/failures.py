@@ -43,40 +43,43 @@ class FailureSink:
         self._ledger = ledger
         self._lock = lock
         self._logs: dict[tuple[str, str], RateLimitedLog] = {}
-        #: Events handed to this sink and not yet kept or handed over (for close()).
+        #: Events given to this sink and not yet kept in the spool or handed to on_failure:
+        #: what close() counts as lost if its deadline comes first.
         self.in_hand = 0
 
     def report(self, failures: Sequence[Failure], *, respool: bool = True) -> None:
         """Keep or hand over every event; ``respool=False`` skips the spool (lines that
         came from it and cannot be sent would otherwise go round forever)."""
-        for failure in merge(failures):
-            with self._lock:
-                self.in_hand += len(failure.events)
-            try:
-                self._one(failure, respool)
-            finally:
-                with self._lock:
-                    self.in_hand -= len(failure.events)
+        merged = merge(failures)
+        with self._lock:
+            self.in_hand += sum(len(f.events) for f in merged)
+        for failure in merged:
+            self._one(failure, respool)
 
     def _one(self, failure: Failure, respool: bool) -> None:
+        count = len(failure.events)
         if failure.reason not in _OURS:
             self._log(failure).error(
                 "PutRecordBatch to %s failed with %s, which waiting cannot fix: %d events "
-                "failed", failure.stream, failure.reason, len(failure.events))
+                "failed", failure.stream, failure.reason, count)
         spool = self.spool
         if spool is not None and respool and failure.events:
             data = b"\n".join(failure.events) + b"\n"
-            if spool.append(failure.stream, data):
+            kept = spool.append(failure.stream, data)
+            if kept:
                 with self._lock:
-                    self._ledger.events_spooled += len(failure.events)
+                    self._ledger.events_spooled += count
+                    self.in_hand -= count
                 self._log(failure).warning(
                     "%d events for %s could not be delivered (%s): kept in the spool %s",
-                    len(failure.events), failure.stream, failure.reason, spool.directory)
+                    count, failure.stream, failure.reason, spool.directory)
                 return
+        with self._lock:
+            self.in_hand -= count  # handed over now (or only logged: nowhere to keep them)
         if self.on_failure is None:
             self._log(failure).warning(
                 "%d events for %s failed (%s); set on_failure or spool_dir to keep them",
-                len(failure.events), failure.stream, failure.reason)
+                count, failure.stream, failure.reason)
             return
         try:
             self.on_failure(failure.events, failure.reason)

@@ -127,6 +127,12 @@ class Worker:
             )
             for batch in tick.batches:
                 self._in_flight[id(batch)] = _Job(batch, now)
+            if self.abandon and self._in_flight:
+                # Failed already (as possibly stored): their answers no longer matter, and
+                # close() must not wait for them.
+                self._lost += len(self._in_flight)
+                self._busy -= len(self._in_flight)
+                self._in_flight.clear()
             stop = self.closing and sched.idle and not self._in_flight
         for batch in tick.batches:
             self._submit(batch)
