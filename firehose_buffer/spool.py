@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigurationError
+from .logutil import RateLimitedLog
 
 log = logging.getLogger("firehose_buffer")
 
@@ -83,6 +84,8 @@ class Spool:
         self.directory = ensure_directory(directory)
         self._lock = threading.Lock()
         self._writers: dict[str, _Writer] = {}
+        #: A full disk fails every append: say so once per interval, with a count.
+        self._error_log = RateLimitedLog(log, interval=10.0)
         #: Appends that failed (disk full, permissions...): their events were not kept.
         self.errors = 0
 
@@ -101,7 +104,8 @@ class Spool:
                     writer = self._writers[stream] = self._open(stream)
             except OSError as exc:
                 self.errors += 1
-                log.error("cannot create a spool file in %s: %s", self.directory, exc)
+                self._error_log.error("cannot create a spool file in %s: %s",
+                                      self.directory, exc)
                 return False
             try:
                 view = memoryview(data)
@@ -114,7 +118,7 @@ class Spool:
                     writer.unsynced = True
             except OSError as exc:
                 self.errors += 1
-                log.error("cannot write to spool file %s: %s", writer.path, exc)
+                self._error_log.error("cannot write to spool file %s: %s", writer.path, exc)
                 self._abandon(stream, writer)
                 return False
             writer.offset += len(data)
@@ -145,7 +149,8 @@ class Spool:
             if writer.offset == 0:
                 writer.path.unlink(missing_ok=True)
         except OSError as exc:
-            log.error("cannot truncate spool file %s after a failed write: %s", writer.path, exc)
+            self._error_log.error("cannot truncate spool file %s after a failed write: %s",
+                                  writer.path, exc)
         os.close(writer.fd)
 
     def close(self) -> None:
@@ -165,6 +170,7 @@ class Spool:
         """In a forked child: the descriptors and their locks are the parent's; let go of
         them without unlocking or syncing (closing our copies does neither)."""
         self._lock = threading.Lock()
+        self._error_log = RateLimitedLog(log, interval=10.0)
         writers, self._writers = self._writers, {}
         for writer in writers.values():
             with contextlib.suppress(OSError):

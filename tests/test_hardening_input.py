@@ -68,15 +68,15 @@ def _wire_lines(firehose: LocalFirehose) -> list[bytes]:
 
 
 def _one_json_value(data: bytes) -> bool:
-    """The oracle: exactly one JSON value (RFC 8259, whitespace around it allowed), UTF-8,
-    as orjson (which the library serializes and routes with) reads it."""
-    if b"\n" in data:
+    """The oracle: exactly one JSON object (RFC 8259, whitespace around it allowed), UTF-8,
+    as orjson (which the library serializes and routes with) reads it, on one line. Events
+    are objects (README: a bytes event is one JSON object), so a bare scalar is refused too."""
+    if b"\n" in data or b"\r" in data:
         return False
     try:
-        orjson.loads(data)
+        return isinstance(orjson.loads(data), dict)
     except orjson.JSONDecodeError:
         return False
-    return True
 
 
 _json_values = st.recursive(
@@ -153,17 +153,18 @@ def test_keyless_bytes_reach_the_wire_only_as_one_json_value(
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
-def test_non_finite_float_raises_instead_of_becoming_null(
+def test_non_finite_float_becomes_null_as_documented(
     buffer: FirehoseBuffer, firehose: LocalFirehose, value: float,
 ) -> None:
-    """Issue, smaller items: NaN and infinity silently became ``null``. Decision pinned here:
-    put() raises EventValueError (JSON has no such numbers), wherever the float is nested."""
+    """Issue, smaller items: NaN and infinity silently became ``null``. Decision: keep it and
+    say so (README, "What an event may be"): JSON has no such numbers, and finding them
+    costs 2-4x an orjson.dumps of the event (benchmarks/encoding.py). Pinned: the event is
+    accepted, and the wire carries valid JSON with null where the float was."""
     for event in ({"x": value}, {"deep": [1, {"x": value}]}):
-        with pytest.raises(EventValueError):
-            buffer.put(event)
+        assert buffer.put(event)
     assert buffer.flush(5.0)
-    assert _wire_lines(firehose) == []
-    assert buffer.stats().events_put == 0
+    assert [orjson.loads(line) for line in _wire_lines(firehose)] == [
+        {"x": None}, {"deep": [1, {"x": None}]}]
 
 
 def _digits(message: str) -> set[int]:

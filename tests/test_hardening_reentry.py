@@ -88,7 +88,9 @@ LOGGING_CHILD = textwrap.dedent("""
     step("close")
     closed = buffer.close(5.0)
     stats = buffer.stats()
-    print(json.dumps({"first": bool(first), "second": bool(second), "closed": bool(closed),
+    # first covers the failed event: done (nothing pending), not all delivered.
+    print(json.dumps({"first": first.pending == 0 and first.failed == 1, "second": bool(second),
+                      "closed": bool(closed),
                       "put": stats.events_put, "delivered": stats.events_delivered,
                       "failed": stats.events_failed, "reported": len(reported),
                       "reported_seqs": sorted(json.loads(e).get("seq", 0) for e in reported)}),
