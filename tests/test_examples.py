@@ -268,8 +268,9 @@ def test_gunicorn_preload_loses_nothing_when_the_master_gets_sigterm(
     assert outcome.returncode == 0, outcome.log[-3000:]
     assert_nothing_lost(outcome, emulator)
     # Each worker closed its own buffer and reported (which worker took the requests is
-    # gunicorn's accept race: one may have taken them all).
-    assert len(outcome.stats) == 2, outcome.stats
+    # gunicorn's accept race: one may have taken them all; the --preload master, which put
+    # nothing, may report too).
+    assert len(outcome.stats) >= 2, outcome.stats
     assert sum(s["stats"]["events_put"] for s in outcome.stats) == len(outcome.accepted)
     assert all(s["result"]["pending"] == 0 for s in outcome.stats)
 
