@@ -20,7 +20,7 @@ from typing import cast
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from .accumulator import Accumulator, Oversized, Sealed, Segment
+from .accumulator import Accumulator, Full, Oversized, Sealed, Segment
 from .config import BufferConfig
 from .ledger import Ledger, Reason
 from .packing import billed_bytes, cut_lines, take_batch
@@ -37,6 +37,14 @@ TICK_SECONDS = 0.01
 FORCED_CUT_SLACK = 0.5
 #: Wake a little before a linger deadline so scheduling delay does not push an event past it.
 DEADLINE_MARGIN = 0.05
+#: Keyless remainders up to this size join the sticky stream instead of leaving alone at
+#: linger: a small record wastes up to 5 KB of billing, a share that matters below tens of
+#: KB. Longer ones stay: cut now, they would be one more indivisible record in the
+#: stream's one-second byte window.
+MERGE_TAIL_BYTES = 64 * 1024
+#: Only a remainder younger than this share of linger moves (it waits again, from the age
+#: it had, on the stream it joins).
+MERGE_TAIL_AGE = 0.5
 #: A tick this much later than planned means the process did not run (SIGSTOP, a frozen
 #: Lambda environment): that time does not count against record_ttl_seconds.
 FREEZE_SECONDS = 1.0
@@ -210,8 +218,11 @@ class Scheduler:
         for batch, outcome in outcomes:
             failures.extend(self._complete(batch, outcome, now, ttl_now))
         arrived = self._gather(ttl_now)
-        if not self.router.keyed and arrived:
-            self._maybe_move_on(now)
+        if not self.router.keyed:
+            if arrived:
+                self._maybe_move_on(now)
+            if not everything and flush is None and abandon is None:
+                self._merge_tails(ttl_now)
         self._pack(ttl_now, everything=everything or flush is not None)
         if flush is not None:
             self._mark_flush(flush)
@@ -228,26 +239,60 @@ class Scheduler:
 
     def _gather(self, ttl_now: float) -> int:
         """Scan what producers wrote since the last tick; returns new bytes seen."""
-        arrived = 0
+        return sum(self._gather_stream(s, ttl_now) for s in self.streams)
+
+    def _gather_stream(self, s: StreamState, stamp: float) -> int:
         acc = self.acc
-        for s in self.streams:
-            ring = acc.rings[s.index]
-            handed: list[Sealed | Oversized] = []
-            if ring.handed:
-                handed, _ = acc.take(s.index)
-            for item in handed:
-                if isinstance(item, Oversized):
-                    arrived += self._oversized(s, item.line, ttl_now)
-                    continue
-                span = self._span_for(s, item.segment)
-                arrived += self._scan(s, span, item.end, ttl_now)
-                span.sealed = True
-            current = ring.current
-            if current is not None:
-                span = self._span_for(s, current)
-                if not span.sealed:
-                    arrived += self._scan(s, span, current.mm.tell(), ttl_now)
+        ring = acc.rings[s.index]
+        arrived = 0
+        handed: list[Sealed | Oversized] = []
+        if ring.handed:
+            handed, _ = acc.take(s.index)
+        for item in handed:
+            if isinstance(item, Oversized):
+                arrived += self._oversized(s, item.line, stamp)
+                continue
+            span = self._span_for(s, item.segment)
+            arrived += self._scan(s, span, item.end, stamp)
+            span.sealed = True
+        current = ring.current
+        if current is not None:
+            span = self._span_for(s, current)
+            if not span.sealed:
+                arrived += self._scan(s, span, current.mm.tell(), stamp)
         return arrived
+
+    def _merge_tails(self, ttl_now: float) -> None:
+        """Keyless only: a stream the sticky route has left keeps a remainder shorter than a
+        record, which linger would send as a small record of its own (wasting up to 5 KB of
+        billing). Streams are interchangeable for keyless events, so a short, young
+        remainder is appended to the sticky stream instead, where it joins a full record."""
+        sticky = self.router.sticky
+        young = ttl_now - self.config.linger_seconds * MERGE_TAIL_AGE
+        limit = min(MERGE_TAIL_BYTES, self.acc.segment_bytes // 4)
+        for s in self.streams:
+            if s.index == sticky or not s.staged_events or s.staged_bytes > limit:
+                continue
+            spans = [sp for sp in s.spans if sp.first < len(sp.ends)]
+            oldest = spans[0].stamps[0][1]
+            if oldest < young:
+                continue
+            data = b"".join(bytes(sp.segment.view[sp.base:sp.ends[-1]]) for sp in spans)
+            try:
+                self.acc.append(sticky, data)
+            except Full:
+                return
+            for sp in spans:
+                sp.first = len(sp.ends)
+                sp.base = sp.ends[-1]
+                sp.stamps.clear()
+            moved = s.staged_events
+            s.backlog_bytes -= s.staged_bytes
+            s.staged_bytes = 0
+            s.staged_events = 0
+            self.ledger.events_put -= moved  # counted again when scanned on the sticky stream
+            # Scanned now, with the age the lines already had, so linger still holds for them.
+            self._gather_stream(self.streams[sticky], oldest)
 
     @staticmethod
     def _span_for(s: StreamState, segment: Segment) -> _Span:
@@ -257,7 +302,7 @@ class Scheduler:
         s.spans.append(span)
         return span
 
-    def _scan(self, s: StreamState, span: _Span, end: int, ttl_now: float) -> int:
+    def _scan(self, s: StreamState, span: _Span, end: int, stamp: float) -> int:
         pos = span.scanned
         if end <= pos:
             return 0
@@ -269,9 +314,13 @@ class Scheduler:
             ends.append(pos)
         new_bytes = end - span.scanned
         span.scanned = end
+        if span.stamps and span.stamps[-1][1] > stamp:
+            # An older group (a merged remainder) after newer ones: stamps stay in order,
+            # so the newer lines are due no later than the older ones.
+            span.stamps = deque((k, min(t, stamp)) for k, t in span.stamps)
         if k0 == span.first:
             span.stamps.clear()  # every earlier line is in a record: their stamp is stale
-        span.stamps.append((k0, ttl_now))
+        span.stamps.append((k0, stamp))
         events = len(ends) - k0
         s.staged_bytes += new_bytes
         s.staged_events += events

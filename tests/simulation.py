@@ -56,6 +56,7 @@ class Simulation:
         self.put_times: list[deque[float]] = [deque() for _ in range(n)]
         #: Seconds from put() to the call that carried the event, for every event sent.
         self.waits: list[float] = []
+        self._put_at: dict[bytes, deque[float]] = {}
         self.failures: list[Failure] = []
         self.ticks = 0
         #: Called with every batch as it is sent (its records still hold their bytes).
@@ -67,6 +68,7 @@ class Simulation:
         index = self.router.sticky if stream is None else stream
         self.acc.append(index, line)
         self.put_times[index].append(t)
+        self._put_at.setdefault(line, deque()).append(t)
         if self.sleeping:
             self.sleeping = False
             self.wake = t if self.wake is None else min(self.wake, t)
@@ -111,10 +113,11 @@ class Simulation:
             events = sum(r.events for r in batch.records)
             self.requests[batch.stream].append(
                 Request(now, batch.nbytes, len(batch.records), events))
-            # Every call succeeds, so a stream's records leave in put order.
-            times = self.put_times[batch.stream]
-            for _ in range(events):
-                self.waits.append(now - times.popleft())
+            # By content: keyless remainders may move to another stream (the scheduler
+            # merges short tails), so a stream's lines are not only its own puts.
+            for r in batch.records:
+                for text in bytes(r.data)[:-1].split(b"\n"):
+                    self.waits.append(now - self._put_at[text + b"\n"].popleft())
             if self.on_batch is not None:
                 self.on_batch(batch)
             heapq.heappush(self._sent, (now + self.latency, id(batch), batch))

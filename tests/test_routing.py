@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from firehose_buffer import BufferConfig, EventValueError, FirehoseBuffer
 from firehose_buffer.packing import ALIGN_WINDOW_BYTES
 from firehose_buffer.routing import roomiest, stable_index
+from firehose_buffer.scheduler import MERGE_TAIL_BYTES
 
 STREAMS = ("s0", "s1", "s2", "s3")
 KEYS = [f"user-{i}" for i in range(200)] + ["", "é", "日本", "\U0001f600", "a\x00b"]
@@ -195,7 +196,8 @@ def test_keyless_stays_on_a_stream_for_a_record_then_moves_and_uses_every_stream
     seen: set[str] = set()
     for stream, start, end in runs[:-1]:
         if stream not in seen:
-            assert (sum(sizes[start:end]) >= target
+            # A remainder shorter than MERGE_TAIL_BYTES may have moved on with the route.
+            assert (sum(sizes[start:end]) >= target - MERGE_TAIL_BYTES
                     or end - start >= max_events), (stream, start, end)
             seen.add(stream)
     # Each move follows a full record (max_events lines, or bytes within the alignment window

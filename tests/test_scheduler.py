@@ -16,7 +16,7 @@ from simulation import Request, Simulation
 
 from firehose_buffer.config import BufferConfig
 from firehose_buffer.quota import Quota
-from firehose_buffer.scheduler import TICK_SECONDS, Batch
+from firehose_buffer.scheduler import MERGE_TAIL_BYTES, TICK_SECONDS, Batch
 
 SLOT = 0.01
 SECONDS = 60.0
@@ -173,16 +173,14 @@ def keyless_minute(events_per_second: float, seed: int,
     sim.drain()
     c = sim.scheduler.ledger
     assert not sim.failures
-    assert delivered == placed, "every event delivered once, in put order on its stream"
+    # Keyless streams are interchangeable: a short remainder may move to the sticky stream,
+    # so only "every event once" holds across streams (order holds for keyed events).
+    assert sorted(sum(delivered, [])) == sorted(sum(placed, [])), "every event once"
     assert c.events_delivered == events
     assert c.bytes_sent == raw, "the ratio's denominator is exactly the events' bytes"
     return sim, log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the new core cuts the short tail a keyless stream keeps after the sticky route moves "
-    "on into a record of its own at linger (about 45% of records at 500 events/s): "
-    "1.0054 at 500 and 1.0051 at 4,000 events/s"))
 @pytest.mark.parametrize("rate", [500, 4_000])
 def test_billed_over_raw_stays_within_half_a_percent(rate: int) -> None:
     sim, log = keyless_minute(rate, seed=3)
@@ -216,8 +214,10 @@ def test_keyless_events_stay_on_a_stream_for_a_record_then_move(rate: int) -> No
             runs.append([stream, size])
     assert {stream for stream, _ in runs} == set(range(KEYLESS_STREAMS))
     seen: set[int] = set()
+    # A visit ends once the stream holds a record's worth, merged remainders included, so
+    # its own puts may be a remainder short of one.
     for stream, size in runs[:-1]:
         if stream not in seen:
-            assert size >= target, (stream, size)
+            assert size >= target - MERGE_TAIL_BYTES, (stream, size)
             seen.add(stream)
-        assert size >= 0.75 * target, (stream, size)
+        assert size >= 0.75 * target - MERGE_TAIL_BYTES, (stream, size)
