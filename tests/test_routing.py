@@ -196,9 +196,11 @@ def test_keyless_stays_on_a_stream_for_a_record_then_moves_and_uses_every_stream
     seen: set[str] = set()
     for stream, start, end in runs[:-1]:
         if stream not in seen:
-            # A remainder shorter than MERGE_TAIL_BYTES may have moved on with the route.
+            # A visit ends at a record's worth (bytes or events) counting a remainder merged
+            # into it, and may lose its own remainder to the next: short by at most that.
+            merged = MERGE_TAIL_BYTES // min(sizes)
             assert (sum(sizes[start:end]) >= target - MERGE_TAIL_BYTES
-                    or end - start >= max_events), (stream, start, end)
+                    or end - start >= max_events - merged), (stream, start, end)
             seen.add(stream)
     # Each move follows a full record (max_events lines, or bytes within the alignment window
     # of the target) cut from the stream left: the route cannot move more often than records
