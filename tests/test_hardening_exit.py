@@ -16,13 +16,13 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+from support import accepted_lines, wait_for
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
 from firehose_buffer.emulator import Fault, LocalFirehose
@@ -50,11 +50,7 @@ def _seqs_in(lines: list[bytes]) -> set[int]:
 
 
 def _delivered(firehose: LocalFirehose, stream: str = STREAM) -> list[bytes]:
-    return [
-        line
-        for record in firehose.accepted_records(stream)
-        for line in record[:-1].split(b"\n")
-    ]
+    return accepted_lines(firehose, stream)
 
 
 def _spooled(spool: Path) -> list[bytes]:
@@ -65,12 +61,6 @@ def _spooled(spool: Path) -> list[bytes]:
     ]
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _free_port() -> int:
@@ -183,15 +173,6 @@ def test_exit_hook_spools_everything_a_full_buffer_abandons(tmp_path: Path) -> N
     )
 
 
-class Reported:
-    def __init__(self) -> None:
-        self.events: list[tuple[bytes, str]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, events: list[bytes], reason: str) -> None:
-        with self._lock:
-            self.events.extend((e, reason) for e in events)
-
 
 def test_batch_abandoned_in_flight_counts_possible_duplicates(
     firehose: LocalFirehose, tmp_path: Path,
@@ -208,18 +189,18 @@ def test_batch_abandoned_in_flight_counts_possible_duplicates(
     try:
         for seq in range(100):
             first.put({"seq": seq})
-        _wait_for(lambda: firehose.pending_faults == 0, 5.0, "the batch to be in flight")
+        wait_for(lambda: firehose.pending_faults == 0, 5.0, "the batch to be in flight")
     finally:
         first.close(0.5)
     abandoned = first.stats()
-    _wait_for(lambda: len(_delivered(firehose)) >= 100, 10.0,
+    wait_for(lambda: len(_delivered(firehose)) >= 100, 10.0,
               "the held call to be stored after close()")
     assert len(_spooled(spool)) == 100, "close() did not spool the in-flight batch"
 
     second = FirehoseBuffer(config)  # replays the spool
     try:
         second.flush(10.0)  # first use: starts the replay (and, once fixed, covers it)
-        _wait_for(lambda: len(_delivered(firehose)) >= 200, 10.0, "the spool to be replayed")
+        wait_for(lambda: len(_delivered(firehose)) >= 200, 10.0, "the spool to be replayed")
     finally:
         second.close(5.0)
     wire = [int(orjson.loads(line)["seq"]) for line in _delivered(firehose)]

@@ -9,13 +9,13 @@ counted as possible duplicates, and ``flush()`` returns within its timeout.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
 from hostile_server import MALFORMED_200, Answer, Behaviour, HostileFirehose
+from support import Reported
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
 
@@ -32,17 +32,6 @@ def server() -> Iterator[HostileFirehose]:
     with HostileFirehose(trickle_interval=0.4) as hostile:
         yield hostile
 
-
-class Reported:
-    """An ``on_failure`` that keeps what it is handed."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[bytes, str]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, events: list[bytes], reason: str) -> None:
-        with self._lock:
-            self.events.extend((e, reason) for e in events)
 
 
 def _config(server: HostileFirehose, on_failure: Reported, **extra: Any) -> BufferConfig:

@@ -15,12 +15,13 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from support import accepted_lines, wait_for
 
 from firehose_buffer import BufferConfig, BufferFullError, FirehoseBuffer
 from firehose_buffer.emulator import LocalFirehose
@@ -40,19 +41,9 @@ def firehose(tmp_path: Path) -> Iterator[LocalFirehose]:
 
 
 def _delivered(firehose: LocalFirehose, stream: str = GOOD) -> list[bytes]:
-    return [
-        line
-        for record in firehose.accepted_records(stream)
-        for line in record[:-1].split(b"\n")
-    ]
+    return accepted_lines(firehose, stream)
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 LOGGING_CHILD = textwrap.dedent("""
@@ -167,7 +158,7 @@ def test_put_from_on_failure_never_waits_for_room_only_the_worker_can_make(
     try:
         for seq in range(10):
             buffer.put({"bad": True, "seq": seq})
-        _wait_for(done.is_set, 4 * max_block + 5, "on_failure to finish re-putting")
+        wait_for(done.is_set, 4 * max_block + 5, "on_failure to finish re-putting")
         for seq in range(100, 105):
             assert buffer.put({"seq": seq})
         flushed = buffer.flush(10.0)

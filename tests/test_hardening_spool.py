@@ -14,15 +14,14 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from support import Reported, wait_for
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
 from firehose_buffer.emulator import LocalFirehose
@@ -39,15 +38,6 @@ def firehose(tmp_path: Path) -> Iterator[LocalFirehose]:
     with LocalFirehose(data_dir=tmp_path / "delivered", keep_records=True) as fh:
         yield fh
 
-
-class Reported:
-    def __init__(self) -> None:
-        self.events: list[tuple[bytes, str]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, events: list[bytes], reason: str) -> None:
-        with self._lock:
-            self.events.extend((e, reason) for e in events)
 
 
 def _config(firehose: LocalFirehose, spool: Path, **extra: Any) -> BufferConfig:
@@ -90,12 +80,6 @@ def _wire_lines(firehose: LocalFirehose) -> list[bytes]:
     ]
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _env() -> dict[str, str]:
@@ -193,7 +177,7 @@ def test_replay_never_ships_corrupt_or_oversized_spool_lines(
         buffer = FirehoseBuffer(_config(firehose, spool, on_failure=reported))
         try:
             buffer.flush(10.0)  # first use: starts the replay (and, once fixed, covers it)
-            _wait_for(lambda: len(_wire_lines(firehose)) >= 100, 15.0,
+            wait_for(lambda: len(_wire_lines(firehose)) >= 100, 15.0,
                       "the spool's 100 valid events to be delivered")
             buffer.flush(10.0)
         finally:
