@@ -36,7 +36,7 @@ STREAM = "hostile"
 
 @pytest.fixture
 def firehose(tmp_path: Path) -> Iterator[LocalFirehose]:
-    with LocalFirehose(streams=[STREAM], quota=ROOMY, data_dir=tmp_path / "delivered",
+    with LocalFirehose(streams=(STREAM,), quota=ROOMY, data_dir=tmp_path / "delivered",
                        keep_records=True) as fh:
         yield fh
 
@@ -83,7 +83,7 @@ class Gates:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        threading.settrace(None)  # type: ignore[arg-type]
+        threading.settrace(None)
         for gates in self.by_code.values():
             for g in gates:
                 g.armed = False
@@ -122,7 +122,7 @@ def test_a_segment_sealed_during_a_tick_is_not_sent_twice(firehose: LocalFirehos
     same segment and scans it from byte 0, so its lines become records twice. Nothing
     counts them as possible duplicates, and ``events_put`` counts them twice."""
     config = BufferConfig(
-        streams=[STREAM], partition_key="k", endpoint_url=firehose.endpoint_url,
+        streams=(STREAM,), partition_key="k", endpoint_url=firehose.endpoint_url,
         region="us-east-1", quota=ROOMY, linger_seconds=0.2,
         # Segments of 200 KB: about 65 of these events each.
         max_record_bytes=50_000, max_buffer_bytes=4_000_000,
@@ -174,7 +174,7 @@ def test_every_caller_of_concurrent_flushes_gets_its_own_result(
     with whatever is pending at that moment: ``delivered=0`` although its events were
     delivered, and falsy as soon as anybody has put an event since."""
     config = BufferConfig(
-        streams=[STREAM], endpoint_url=firehose.endpoint_url, region="us-east-1",
+        streams=(STREAM,), endpoint_url=firehose.endpoint_url, region="us-east-1",
         quota=ROOMY, linger_seconds=30.0,
     )
     before_tick = Gate(Worker._step, "sched = self.scheduler")
@@ -222,7 +222,7 @@ def test_flushes_from_many_threads_are_all_truthy_while_producers_write(
     """The same merge with real threads only: six threads flushing while two others put.
     Firehose refuses nothing here, so every flush must come back truthy."""
     config = BufferConfig(
-        streams=[STREAM], endpoint_url=firehose.endpoint_url, region="us-east-1",
+        streams=(STREAM,), endpoint_url=firehose.endpoint_url, region="us-east-1",
         quota=ROOMY, linger_seconds=0.5,
     )
     stop = threading.Event()
@@ -274,7 +274,7 @@ def test_close_from_on_failure_leaves_no_thread_running(tmp_path: Path) -> None:
             closed.append(holder[0].close(5.0))
 
         buf = FirehoseBuffer(BufferConfig(
-            streams=["absent"], endpoint_url=fh.endpoint_url, region="us-east-1",
+            streams=("absent",), endpoint_url=fh.endpoint_url, region="us-east-1",
             linger_seconds=0.05, on_failure=on_failure,
         ))
         holder.append(buf)
