@@ -164,13 +164,13 @@ class Accumulator:
         segment = self._take_segment()
         old = ring.current
         # Swap first, then read where the old segment ends: a producer that loaded the old
-        # mmap has already written (load and write are one step for the GIL).
+        # mmap has already written (load and write are one step for the GIL), and none can
+        # write to it any more, so its position stays where it is (the worker may be reading
+        # it this very moment).
         ring.current = segment
         ring.mm = segment.mm
         if old is not None:
-            old_mm = old.mm
-            ring.handed.append(Sealed(old, old_mm.tell()))
-            old_mm.seek(old.size)  # any stray write fails from now on
+            ring.handed.append(Sealed(old, old.mm.tell()))
         segment.mm.write(line)
         if old is not None and self.on_seal is not None:
             self.on_seal(index)

@@ -305,20 +305,28 @@ class FirehoseBuffer:
                 lambda: worker.done_generation >= generation or worker.stopped,
                 _remaining(deadline),
             )
-            mark = worker.flushes_done.pop(generation, None)
-            if mark is not None:
-                for g in [g for g in worker.flushes_done if g < generation]:
-                    del worker.flushes_done[g]
-                return FlushResult(mark.delivered, mark.failed,
-                                   mark.events - mark.delivered - mark.failed)
-            for pending in [*self._scheduler.pending_flushes(), *self._scheduler.flushed]:
-                if pending.generation == generation:
-                    # Every record has an outcome but failures may still be being reported:
-                    # not done until they are.
-                    unreported = int(pending.remaining <= 0 and pending.failed > 0)
-                    return FlushResult(pending.delivered, pending.failed, max(
-                        unreported, pending.events - pending.delivered - pending.failed))
-            return FlushResult(0, 0, self._pending_now())
+            return self._result_for(generation)
+
+    def _result_for(self, generation: int) -> FlushResult:
+        """The result of flush request ``generation`` (call with the lock held). The worker
+        marks the newest request each tick, so one mark covers every request since the last:
+        a request's mark is the first whose generation is at least its own."""
+        worker = self._worker
+        done = [g for g in worker.flushes_done if g >= generation]
+        if done:
+            mark = worker.flushes_done[min(done)]
+            return FlushResult(mark.delivered, mark.failed,
+                               mark.events - mark.delivered - mark.failed)
+        sch = self._scheduler
+        waiting = [m for m in (*sch.flushed, *sch.pending_flushes()) if m.generation >= generation]
+        if waiting:
+            mark = min(waiting, key=lambda m: m.generation)
+            # Every record may have an outcome while failures are still being reported:
+            # not done until they are.
+            unreported = int(mark.remaining <= 0 and mark.failed > 0)
+            return FlushResult(mark.delivered, mark.failed,
+                               max(unreported, mark.events - mark.delivered - mark.failed))
+        return FlushResult(0, 0, self._pending_now())
 
     def close(self, timeout: float | None = 10.0) -> FlushResult:
         """Flush, then stop the threads; idempotent. put() raises BufferClosedError after.
@@ -342,6 +350,8 @@ class FirehoseBuffer:
             self._finish_close()
             return FlushResult(0, 0, 0)
         if threading.current_thread() is worker.thread:
+            # From on_failure: the worker finishes the close once it has drained.
+            worker.on_stop = self._finish_close
             with self._lock:
                 worker.closing = True
             worker.wake()

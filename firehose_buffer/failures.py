@@ -21,13 +21,15 @@ _OURS = frozenset(r.value for r in Reason)
 
 
 def merge(failures: Sequence[Failure]) -> list[Failure]:
-    merged: dict[tuple[str, str], Failure] = {}
+    """One failure per stream and reason (in linear time: closing can fail thousands)."""
+    events: dict[tuple[str, str], list[bytes]] = {}
+    maybe: dict[tuple[str, str], int] = {}
     for f in failures:
         key = (f.stream, f.reason)
-        old = merged.get(key)
-        merged[key] = f if old is None else Failure(
-            f.stream, old.events + f.events, f.reason, old.maybe_stored + f.maybe_stored)
-    return list(merged.values())
+        events.setdefault(key, []).extend(f.events)
+        maybe[key] = maybe.get(key, 0) + f.maybe_stored
+    return [Failure(stream, lines, reason, maybe[(stream, reason)])
+            for (stream, reason), lines in events.items()]
 
 
 class FailureSink:

@@ -176,7 +176,6 @@ class Scheduler:
         self._next_id = 1
         #: Seconds the process spent frozen, left out of the TTL clock.
         self.frozen = 0.0
-        self._planned: float | None = None
         self._wait = wait_random_exponential(
             multiplier=config.retry_initial_backoff_seconds, max=config.retry_max_backoff_seconds
         )
@@ -204,15 +203,18 @@ class Scheduler:
         flush: int | None = None,
         everything: bool = False,
         abandon: str | None = None,
+        expected: float | None = None,
     ) -> Tick:
         """Outcomes in; new lines found; records cut; flushes marked; batches out.
 
         ``flush``: a flush generation to mark (everything seen so far is cut and covered).
         ``everything``: cut every line now (closing). ``abandon``: fail all that is left with
-        this reason (close's deadline passed).
+        this reason (close's deadline passed). ``expected``: when the caller meant to tick
+        (the end of its wait); a tick much later means the process was frozen, and that time
+        does not count against record_ttl_seconds.
         """
-        if self._planned is not None and now - self._planned > FREEZE_SECONDS:
-            self.frozen += now - self._planned
+        if expected is not None and now - expected > FREEZE_SECONDS:
+            self.frozen += now - expected
         ttl_now = now - self.frozen
         failures: list[Failure] = []
         for batch, outcome in outcomes:
@@ -232,7 +234,6 @@ class Scheduler:
         else:
             batches = self._dispatch(now, ttl_now, failures)
         wake = self._next_wake(now, ttl_now, arrived)
-        self._planned = wake if wake is not None else None
         return Tick(batches, failures, wake, arrived)
 
     # -- lines in -------------------------------------------------------------------------
@@ -245,9 +246,13 @@ class Scheduler:
         acc = self.acc
         ring = acc.rings[s.index]
         arrived = 0
+        # The current segment first, then what was handed over: a segment sealed in between
+        # shows up in ``handed``, and ``take`` rereads the current one under the lock (read
+        # the other way round, a segment sealed in between would be scanned twice).
+        current = ring.current
         handed: list[Sealed | Oversized] = []
         if ring.handed:
-            handed, _ = acc.take(s.index)
+            handed, current = acc.take(s.index)
         for item in handed:
             if isinstance(item, Oversized):
                 arrived += self._oversized(s, item.line, stamp)
@@ -255,7 +260,6 @@ class Scheduler:
             span = self._span_for(s, item.segment)
             arrived += self._scan(s, span, item.end, stamp)
             span.sealed = True
-        current = ring.current
         if current is not None:
             span = self._span_for(s, current)
             if not span.sealed:

@@ -27,6 +27,9 @@ log = logging.getLogger("firehose_buffer")
 #: After a crash in the worker's own loop, wait this long before the next tick, so a bug
 #: that repeats cannot spin a core.
 _CRASH_PAUSE_SECONDS = 0.05
+#: Results of finished flushes kept for their callers to read (each caller reads its own
+#: soon after it is notified; the oldest go first).
+_FLUSH_RESULTS_KEPT = 256
 #: A call still unanswered this long after its deadline is given up on (its thread too).
 _WATCHDOG_GRACE_SECONDS = 2.0
 
@@ -63,6 +66,10 @@ class Worker:
         self.max_senders = max_senders
         self.call_timeout = call_timeout
         self.thread: threading.Thread | None = None
+        #: Run on the worker thread once it stops (set when close() is called from it, so
+        #: that the rest of closing happens once the worker is done).
+        self.on_stop: Callable[[], None] | None = None
+        self._expected: float | None = None
         self.stopped = False
         self.closing = False
         self.abandon = False
@@ -99,6 +106,9 @@ class Worker:
     def _run(self) -> None:
         wait: float | None = 0.0
         while True:
+            # When the wait should end: a tick much later than that means the process did not
+            # run (a freeze). Only time spent waiting counts: a slow callback is not a freeze.
+            self._expected = None if wait is None else self.clock() + wait
             self.wakeup.wait(wait)
             self.wakeup.clear()
             try:
@@ -107,7 +117,10 @@ class Worker:
                 log.exception("firehose_buffer worker step failed; carrying on")
                 wait = _CRASH_PAUSE_SECONDS
             if wait is not None and wait < 0:
-                return
+                break
+        self.stop_senders()
+        if self.on_stop is not None:
+            self.on_stop()
 
     def _step(self) -> float | None:
         """One tick; returns how long to sleep (None: until woken; negative: stop)."""
@@ -123,7 +136,7 @@ class Worker:
                 flush = self._flush_marked = self.flush_requested
             tick = sched.tick(
                 now, outcomes, flush=flush, everything=self.closing,
-                abandon=Reason.CLOSED if self.abandon else None,
+                abandon=Reason.CLOSED if self.abandon else None, expected=self._expected,
             )
             for batch in tick.batches:
                 self._in_flight[id(batch)] = _Job(batch, now)
@@ -143,6 +156,8 @@ class Worker:
                 mark = sched.flushed.pop(0)
                 self.flushes_done[mark.generation] = mark
                 self.done_generation = max(self.done_generation, mark.generation)
+            while len(self.flushes_done) > _FLUSH_RESULTS_KEPT:
+                del self.flushes_done[min(self.flushes_done)]
             self.progress.notify_all()
             if stop:
                 self.stopped = True

@@ -127,10 +127,10 @@ def test_a_segment_sealed_during_a_tick_is_not_sent_twice(firehose: LocalFirehos
         # Segments of 200 KB: about 65 of these events each.
         max_record_bytes=50_000, max_buffer_bytes=4_000_000,
     )
-    gate = Gate(Scheduler._gather, "current = ring.current",
-                # Only in a tick that has just scanned a handed-over segment: that is where
-                # the loops before this line let another thread run.
-                when=lambda frame: bool(frame.f_locals.get("handed")))
+    # Parked between reading the stream's current segment and looking at what was handed
+    # over: the window in which a producer can seal that segment.
+    gate = Gate(Scheduler._gather_stream, "if ring.handed:",
+                when=lambda frame: frame.f_locals.get("current") is not None)
     puts = 0
 
     def put(buf: FirehoseBuffer) -> None:
