@@ -130,7 +130,7 @@ def _importtime(top: int = 25) -> None:
 
 
 if __name__ == "__main__":
-    from benchmarks.report import table  # noqa: PLC0415
+    from benchmarks.report import table
 
     if "--importtime" in sys.argv:
         _importtime()

@@ -75,8 +75,10 @@ class LeanTransport:
                         "no AWS region: set region in the config, or AWS_REGION")
             else:
                 region = config.region or session.get_config_variable("region")
-                endpoint = plain_regional_endpoint(session, region)
-                if endpoint is None:
+                plain = plain_regional_endpoint(session, region)
+                if plain is not None:
+                    endpoint = plain
+                else:
                     # Only botocore knows every rule (environment, config files, FIPS, dual
                     # stack, partitions); the client is asked and dropped, it never connects.
                     probe = session.create_client("firehose", region_name=config.region)
