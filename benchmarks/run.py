@@ -8,7 +8,8 @@ packer (3), end_to_end (4, 6), max_throughput (5), cost (7), naive (8), botocore
 transport (CPU per byte of the lean transport against botocore and the floor), encoding (what
 each input check costs), server (a FastAPI endpoint with and without the buffer; wrk for its
 saturation figure), coldstart (import and construction in a fresh process, for
-Lambda), asyncio_close (loop stalls while aclose() drains a backlog; put() on a full buffer).
+Lambda), asyncio_close (loop stalls while aclose() drains a backlog; put() on a full buffer),
+workers (4 producer processes bursting on the same 4 streams: drain time against the quota).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from benchmarks import (  # noqa: E402  (the path above makes the package import
     packer,
     server,
     transport,
+    workers,
 )
 from benchmarks.emulator_proc import AWS_ENV  # noqa: E402
 from benchmarks.report import Row, table, write_json  # noqa: E402
@@ -54,6 +56,7 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "server": server.run,
     "coldstart": coldstart.run,
     "asyncio_close": asyncio_close.run,
+    "workers": workers.run,
 }
 
 
