@@ -36,8 +36,8 @@ STANDARD_BYTES_PER_SECOND = 1024 * 1024
 def _producer(endpoint: str, nbytes: int, aimd: dict[str, float], start: Any,
               out: Any) -> None:
     os.environ.update(AWS_ENV)
-    from firehose_buffer import BufferConfig, FirehoseBuffer  # noqa: PLC0415
-    from firehose_buffer import ratelimit  # noqa: PLC0415
+    # Imported here: a spawned producer pays its own imports, like a fresh worker.
+    from firehose_buffer import BufferConfig, FirehoseBuffer, ratelimit  # noqa: PLC0415
 
     if aimd:
         defaults = dict(zip(("floor", "decrease", "increase_per_second", "cooldown"),
