@@ -7,7 +7,9 @@ a benchmark crashed: missed goals are findings, not failures. Groups: hot_path (
 packer (3), end_to_end (4, 6), max_throughput (5), cost (7), naive (8), botocore (the lead),
 transport (CPU per byte of the lean transport against botocore and the floor), encoding (what
 each input check costs), server (a FastAPI endpoint with and without the buffer; wrk for its
-saturation figure).
+saturation figure), coldstart (import and construction in a fresh process, for
+Lambda), asyncio_close (loop stalls while aclose() drains a backlog; put() on a full buffer),
+workers (4 producer processes bursting on the same 4 streams: drain time against the quota).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import (  # noqa: E402  (the path above makes the package importable)
+    asyncio_close,
     botocore_profile,
+    coldstart,
     cost,
     encoding,
     end_to_end,
@@ -34,6 +38,7 @@ from benchmarks import (  # noqa: E402  (the path above makes the package import
     packer,
     server,
     transport,
+    workers,
 )
 from benchmarks.emulator_proc import AWS_ENV  # noqa: E402
 from benchmarks.report import Row, table, write_json  # noqa: E402
@@ -49,6 +54,9 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "botocore": botocore_profile.run,
     "transport": transport.run,
     "server": server.run,
+    "coldstart": coldstart.run,
+    "asyncio_close": asyncio_close.run,
+    "workers": workers.run,
 }
 
 

@@ -19,6 +19,7 @@ import base64
 import http.client
 import logging
 import os
+import re
 import select
 import socket
 import ssl
@@ -73,12 +74,17 @@ class LeanTransport:
                     raise ConfigurationError(
                         "no AWS region: set region in the config, or AWS_REGION")
             else:
-                # Only botocore knows every rule (environment, config files, FIPS, dual
-                # stack, partitions); the client is asked and dropped, it never connects.
-                probe = session.create_client("firehose", region_name=config.region)
-                endpoint, region = probe.meta.endpoint_url, probe.meta.region_name
+                region = config.region or session.get_config_variable("region")
+                plain = plain_regional_endpoint(session, region)
+                if plain is not None:
+                    endpoint = plain
+                else:
+                    # Only botocore knows every rule (environment, config files, FIPS, dual
+                    # stack, partitions); the client is asked and dropped, it never connects.
+                    probe = session.create_client("firehose", region_name=config.region)
+                    endpoint, region = probe.meta.endpoint_url, probe.meta.region_name
             self._credentials = session.get_credentials()
-        except BotoCoreError as exc:
+        except (BotoCoreError, ValueError) as exc:  # ValueError: botocore on a malformed region
             raise ConfigurationError(
                 f"cannot set up Firehose requests: {exc} (set region/endpoint_url in the "
                 "config, or AWS_REGION / AWS_ENDPOINT_URL_FIREHOSE in the environment)"
@@ -217,6 +223,38 @@ class LeanTransport:
             return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
                                                context=self._ssl)
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def plain_regional_endpoint(session: Any, region: str | None) -> str | None:
+    """``https://firehose.{region}.{dnsSuffix}``, what botocore's endpoint rules give when
+    nothing else applies, or None whenever anything else might (then botocore is asked).
+
+    Asking botocore means building a client: ~100 ms of loading its JSON models, most of a
+    Lambda's cold start. The answer is taken from botocore's own partition data; anything
+    that could change it (an endpoint URL from the environment or the config files, FIPS,
+    dual stack, a region no partition's pattern claims) falls back to botocore.
+    """
+    if not region or not _HOST_LABEL.fullmatch(region):
+        return None  # botocore says what is wrong with it
+    if any(key == "AWS_ENDPOINT_URL" or key.startswith("AWS_ENDPOINT_URL_") for key in os.environ):
+        return None
+    if session.get_config_variable("use_fips_endpoint") or session.get_config_variable(
+            "use_dualstack_endpoint"):
+        return None
+    scoped = session.get_scoped_config()
+    if "endpoint_url" in scoped or "services" in scoped:
+        return None
+    try:
+        partitions = session.get_component("data_loader").load_data("partitions")
+        for partition in partitions["partitions"]:
+            if re.fullmatch(partition["regionRegex"], region):
+                return f"https://firehose.{region}.{partition['outputs']['dnsSuffix']}"
+    except (KeyError, TypeError, re.error):  # data shaped otherwise than expected
+        return None
+    return None
 
 
 def build_body(stream: str, records: Sequence[bytes | memoryview]) -> bytes:
