@@ -272,15 +272,14 @@ class FirehoseBuffer:
             _after_fork_in_child()
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         if not self._started and self._spool is None:
-            return self._idle_result()
+            with self._lock:
+                if not self._pending_now():
+                    return FlushResult(0, 0, 0)  # never used: nothing to start threads for
+        # Also when a put() on another thread has written but not yet started the worker.
         self._ensure_started()
         if self._replayer is not None:
             self._replayer.wait(_remaining(deadline))
         return self._flush_until(deadline)
-
-    def _idle_result(self) -> FlushResult:
-        with self._lock:
-            return FlushResult(delivered=0, failed=0, pending=self._pending_now())
 
     def _pending_now(self) -> int:
         """Events accepted and without an outcome (call with the lock held)."""
