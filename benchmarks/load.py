@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from firehose_buffer import BufferConfig, FirehoseBuffer, Quota
+from firehose_buffer import BufferConfig, BufferFullError, FirehoseBuffer, Quota
 from firehose_buffer.transport import Outcome, Transport
 
 from .emulator_proc import proc_cpu_seconds
@@ -106,6 +106,7 @@ def run_load(endpoint: str, quota: Quota, steps: list[tuple[float, float]], *, s
     buffer._transport = buffer._worker.transport = client
     latencies: list[list[int]] = [[] for _ in range(threads)]
     put_counts = [0] * threads
+    refused = [0] * threads
     target = {"rate": 0.0, "start": 0.0, "end": 0.0}
     go = threading.Barrier(threads + 1)
     step_done = threading.Barrier(threads + 1)
@@ -139,7 +140,10 @@ def run_load(endpoint: str, quota: Quota, steps: list[tuple[float, float]], *, s
                     event = base[i % n].copy()
                     event[PUT_NS_FIELD] = f"{time_ns():019d}"
                     t0 = perf_ns()
-                    put(event)
+                    try:
+                        put(event)
+                    except BufferFullError:
+                        refused[k] += 1  # counted, and the run goes on
                     lat.append(perf_ns() - t0)
                     i += threads
                     done += 1
@@ -208,6 +212,7 @@ def run_load(endpoint: str, quota: Quota, steps: list[tuple[float, float]], *, s
         "closed_cleanly": bool(closed),
         "drain_seconds": drain_seconds,
         "events_put": final.events_put,
+        "events_refused_full": sum(refused),
         "events_delivered": final.events_delivered,
         "events_failed": final.events_failed,
         "events_dropped": final.events_dropped,
