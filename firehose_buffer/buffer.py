@@ -6,7 +6,6 @@ import atexit
 import functools
 import logging
 import os
-import sys
 import threading
 import time
 import weakref
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from .accumulator import LOCK_FREE, Full
+from .accumulator import LOCK_FREE
 from .config import BufferConfig, Event
 from .encoding import DUMPS_OPTION as _OPT
 from .encoding import encode_fields as _encode_fields
@@ -24,21 +23,19 @@ from .encoding import json_default as _json_default
 from .encoding import too_large as _too_large
 from .encoding import unserializable as _unserializable
 from .errors import (
-    BufferClosedError,
-    BufferFullError,
     ConfigurationError,
 )
 from .failures import FailureSink
-from .ledger import Ledger, Reason
+from .intake import Intake
+from .ledger import Ledger
 from .lifecycle import ARMED as _ARMED
 from .lifecycle import LIVE as _LIVE
 from .lifecycle import after_fork_in_child as _after_fork_in_child
 from .limits import MAX_RECORD_BYTES
-from .logutil import RateLimitedLog
 from .replayer import Replayer
 from .scheduler import Failure, Scheduler
 from .spool import Spool, pending_files
-from .stats import BufferStats, FlushResult, StreamStats
+from .stats import BufferStats, FlushResult
 from .telemetry import Telemetry
 from .transport import FirehoseClient, make_transport
 from .worker import Worker
@@ -54,8 +51,6 @@ _dumps = orjson.dumps
 #: spooling or handing over) what is left, so that close() as a whole ends within it.
 _ABANDON_GRACE_SECONDS = 1.0
 _ABANDON_GRACE_FRACTION = 0.25
-ABANDONED_AT_CLOSE = Reason.CLOSED.value
-SPILLED_WHEN_FULL = Reason.BUFFER_FULL.value
 
 
 class FirehoseBuffer:
@@ -107,7 +102,6 @@ class FirehoseBuffer:
         config = self._config
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._full_log = RateLimitedLog(log, interval=10.0)
         self._ledger = Ledger()
         self._scheduler = Scheduler.for_config(config, self._clock(), ledger=self._ledger)
         self._router = self._scheduler.router
@@ -119,6 +113,9 @@ class FirehoseBuffer:
             clock=self._clock, max_senders=config.concurrency,
             call_timeout=config.call_timeout_seconds,
         )
+        self._intake = Intake(config, acc=self._acc, worker=self._worker, spool=self._spool,
+                              ledger=self._ledger, lock=self._lock,
+                              ensure_started=self._ensure_started)
         self._replayer: Replayer | None = None
         self._started = False
         self._start_lock = threading.Lock()
@@ -172,90 +169,11 @@ class FirehoseBuffer:
             try:
                 self._rings[index].mm.write(line)
             except ValueError:
-                return self._put_slow(index, line)
+                return self._intake.slow(index, line)
         else:
-            return self._put_slow(index, line)
+            return self._intake.slow(index, line)
         if self._worker.sleeping:
             self._worker.wake()
-        return True
-
-    def _put_slow(self, index: int, line: bytes) -> bool:
-        acc = self._acc
-        deadline: float | None = None
-        with acc.lock:
-            while True:
-                if acc.closed:
-                    raise BufferClosedError("put() after close()")
-                try:
-                    acc.slow_append(index, line)
-                    appended = True
-                    break
-                except Full:
-                    pass
-                on_full = self._config.on_full
-                if on_full in ("drop", "spill"):
-                    appended = False
-                    break
-                if on_full == "raise" or _on_event_loop():
-                    raise BufferFullError(
-                        f"buffer holds {self._config.max_buffer_bytes} bytes (max_buffer_bytes)")
-                if deadline is None:
-                    deadline = time.monotonic() + self._config.max_block_seconds
-                    self._worker.wake()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or threading.current_thread() is self._worker.thread:
-                    # The worker makes the room: it must never wait for it itself.
-                    raise BufferFullError(
-                        f"buffer stayed full for max_block_seconds="
-                        f"{self._config.max_block_seconds}")
-                acc.room.wait(remaining)
-        if not appended:
-            return self._when_full(index, line)
-        self._ensure_started()
-        self._worker.wake()
-        return True
-
-    def _when_full(self, index: int, line: bytes) -> bool:
-        """on_full is "drop" or "spill": count, say so, maybe spill (outside every lock)."""
-        config = self._config
-        spool = self._spool
-        if config.on_full == "spill" and spool is not None:
-            kept = spool.append(config.streams[index], line, sync=False)
-            with self._lock:
-                if kept:
-                    self._ledger.events_put += 1
-                    self._ledger.failed(SPILLED_WHEN_FULL, 1)
-                    self._ledger.events_spooled += 1
-                else:
-                    self._ledger.events_dropped += 1
-            if kept:
-                self._full_log.warning("buffer full (max_buffer_bytes=%d): event spilled to %s",
-                                       config.max_buffer_bytes, spool.directory)
-                return True
-            self._full_log.warning("buffer full and the spool failed: event dropped")
-            return False
-        with self._lock:
-            self._ledger.events_dropped += 1
-        self._full_log.warning("buffer full (max_buffer_bytes=%d): event dropped",
-                               config.max_buffer_bytes)
-        return False
-
-    def _append_replayed(self, index: int, line: bytes, stop: threading.Event) -> bool:
-        """The replay's way in: the same accumulator, waiting for room as long as it takes."""
-        acc = self._acc
-        with acc.lock:
-            while True:
-                if acc.closed or stop.is_set():
-                    return False
-                try:
-                    acc.slow_append(index, line)
-                    break
-                except Full:
-                    self._worker.wake()
-                    acc.room.wait(0.25)
-        with self._lock:
-            self._ledger.events_replayed += 1
-        self._worker.wake()
         return True
 
     # -- flush and close --------------------------------------------------------------------
@@ -273,59 +191,13 @@ class FirehoseBuffer:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         if not self._started and self._spool is None:
             with self._lock:
-                if not self._pending_now():
+                if not self._scheduler.pending_events():
                     return FlushResult(0, 0, 0)  # never used: nothing to start threads for
         # Also when a put() on another thread has written but not yet started the worker.
         self._ensure_started()
         if self._replayer is not None:
             self._replayer.wait(_remaining(deadline))
-        return self._flush_until(deadline)
-
-    def _pending_now(self) -> int:
-        """Events accepted and without an outcome (call with the lock held)."""
-        sch = self._scheduler
-        return (sch.outstanding_events + sum(s.staged_events for s in sch.streams)
-                + sch.unseen_events())
-
-    def _flush_until(self, deadline: float | None) -> FlushResult:
-        worker = self._worker
-        with self._lock:
-            if worker.stopped:
-                return FlushResult(0, 0, self._pending_now())
-            worker.flush_requested += 1
-            generation = worker.flush_requested
-        worker.wake()
-        if threading.current_thread() is worker.thread:
-            # The worker cannot wait for itself: it asked; it never claims success.
-            with self._lock:
-                return FlushResult(0, 0, max(1, self._pending_now()))
-        with self._lock:
-            worker.progress.wait_for(
-                lambda: worker.done_generation >= generation or worker.stopped,
-                _remaining(deadline),
-            )
-            return self._result_for(generation)
-
-    def _result_for(self, generation: int) -> FlushResult:
-        """The result of flush request ``generation`` (call with the lock held). The worker
-        marks the newest request each tick, so one mark covers every request since the last:
-        a request's mark is the first whose generation is at least its own."""
-        worker = self._worker
-        done = [g for g in worker.flushes_done if g >= generation]
-        if done:
-            mark = worker.flushes_done[min(done)]
-            return FlushResult(mark.delivered, mark.failed,
-                               mark.events - mark.delivered - mark.failed)
-        sch = self._scheduler
-        waiting = [m for m in (*sch.flushed, *sch.pending_flushes()) if m.generation >= generation]
-        if waiting:
-            mark = min(waiting, key=lambda m: m.generation)
-            # Every record may have an outcome while failures are still being reported:
-            # not done until they are.
-            unreported = int(mark.remaining <= 0 and mark.failed > 0)
-            return FlushResult(mark.delivered, mark.failed,
-                               max(unreported, mark.events - mark.delivered - mark.failed))
-        return FlushResult(0, 0, self._pending_now())
+        return self._worker.flush(deadline)
 
     def close(self, timeout: float | None = 10.0) -> FlushResult:
         """Flush, then stop the threads; idempotent. put() raises BufferClosedError after.
@@ -355,7 +227,7 @@ class FirehoseBuffer:
                 worker.closing = True
             worker.wake()
             with self._lock:
-                return FlushResult(0, 0, max(1, self._pending_now()))
+                return FlushResult(0, 0, max(1, self._scheduler.pending_events()))
         with self._lock:
             worker.closing = True
         if self._replayer is not None:
@@ -363,7 +235,7 @@ class FirehoseBuffer:
         grace = None if timeout is None else min(_ABANDON_GRACE_SECONDS,
                                                  timeout * _ABANDON_GRACE_FRACTION)
         flush_deadline = None if deadline is None or grace is None else deadline - grace
-        result = self._flush_until(flush_deadline)
+        result = self._worker.flush(flush_deadline)
         if not result:
             with self._lock:
                 worker.abandon = True
@@ -380,7 +252,7 @@ class FirehoseBuffer:
     def _count_lost(self) -> None:
         """close() ran out of time with events neither delivered nor handed over."""
         with self._lock:
-            lost = self._pending_now() + self._sink.in_hand
+            lost = self._scheduler.pending_events() + self._sink.in_hand
             self._ledger.events_lost += lost
         if lost:
             log.error("close() timed out: %d events were neither delivered nor kept in the "
@@ -435,43 +307,7 @@ class FirehoseBuffer:
         if not _ARMED[0]:
             _after_fork_in_child()
         with self._lock:
-            sch = self._scheduler
-            c = self._ledger
-            unseen = sch.unseen_events()
-            staged = sum(s.staged_events for s in sch.streams)
-            return BufferStats(
-                events_put=c.events_put + unseen,
-                events_delivered=c.events_delivered,
-                events_failed=c.events_failed,
-                events_dropped=c.events_dropped,
-                events_buffered=staged + sch.outstanding_events + unseen,
-                bytes_buffered=sum(s.staged_bytes for s in sch.streams) + sch.outstanding_bytes,
-                records_sent=c.records_sent,
-                bytes_sent=c.bytes_sent,
-                billed_bytes=c.billed_bytes,
-                requests_sent=c.requests_sent,
-                throttled_records=c.throttled_records,
-                throttled_requests=c.throttled_requests,
-                retried_records=c.retried_records,
-                possible_duplicates=c.possible_duplicates,
-                last_error=c.last_error,
-                failures_by_reason=dict(c.failures),
-                streams=tuple(
-                    StreamStats(
-                        name=s.name,
-                        allowed_share=s.limiter.share,
-                        allowed_bytes_per_second=s.limiter.bytes_per_second,
-                        backlog_bytes=s.backlog_bytes,
-                        records_sent=s.records_sent,
-                        bytes_sent=s.bytes_sent,
-                        throttled_records=s.throttled_records,
-                    )
-                    for s in sch.streams
-                ),
-                events_spooled=c.events_spooled,
-                events_replayed=c.events_replayed,
-                events_lost=c.events_lost,
-            )
+            return self._scheduler.snapshot()
 
     def _report(self, failures: list[Failure], *, respool: bool = True) -> None:
         self._sink.report(failures, respool=respool)
@@ -496,18 +332,6 @@ class FirehoseBuffer:
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _on_event_loop() -> bool:
-    """True on a thread running an asyncio loop, which put() must never block."""
-    asyncio = sys.modules.get("asyncio")  # never imported: no loop can be running
-    if asyncio is None:
-        return False
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _close_at_exit(ref: weakref.ReferenceType[FirehoseBuffer]) -> None:

@@ -82,7 +82,7 @@ class Replayer:
                     unsendable.setdefault(problem, []).append(line[:-1])
                     continue
                 index = buffer._router.for_stream(taken.stream, line[:-1])
-                if not buffer._append_replayed(index, line, self._stop):
+                if not buffer._intake.replayed(index, line, self._stop):
                     rest = chunk[i:]
                     break
                 fed += 1
@@ -109,7 +109,7 @@ class Replayer:
         if taken.torn_bytes:
             log.warning("spool file %s ends with %d bytes of a line cut short by a crash; "
                         "skipped", taken.path, taken.torn_bytes)
-        result = buffer._flush_until(None)
+        result = buffer._worker.flush(None)
         if result.pending == 0 and moved and spool.errors == errors_before:
             taken.remove()
             log.info("replayed %d events from spool file %s", fed, taken.path)

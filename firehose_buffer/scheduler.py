@@ -26,6 +26,7 @@ from .ledger import Ledger, Reason
 from .packing import billed_bytes, cut_lines, take_batch
 from .ratelimit import StreamLimiter
 from .routing import Router
+from .stats import BufferStats, StreamStats
 from .transport import THROTTLE_CODES, Outcome
 
 #: How often the worker looks for new lines while producers are writing. put() wakes the
@@ -645,6 +646,50 @@ class Scheduler:
         return self.outstanding_records == 0 and not any(
             s.staged_events for s in self.streams
         )
+
+    def snapshot(self) -> BufferStats:
+        """The counters as a frozen BufferStats (the caller holds the lock)."""
+        c = self.ledger
+        unseen = self.unseen_events()
+        staged = sum(s.staged_events for s in self.streams)
+        return BufferStats(
+            events_put=c.events_put + unseen,
+            events_delivered=c.events_delivered,
+            events_failed=c.events_failed,
+            events_dropped=c.events_dropped,
+            events_buffered=staged + self.outstanding_events + unseen,
+            bytes_buffered=sum(s.staged_bytes for s in self.streams) + self.outstanding_bytes,
+            records_sent=c.records_sent,
+            bytes_sent=c.bytes_sent,
+            billed_bytes=c.billed_bytes,
+            requests_sent=c.requests_sent,
+            throttled_records=c.throttled_records,
+            throttled_requests=c.throttled_requests,
+            retried_records=c.retried_records,
+            possible_duplicates=c.possible_duplicates,
+            last_error=c.last_error,
+            failures_by_reason=dict(c.failures),
+            streams=tuple(
+                StreamStats(
+                    name=s.name,
+                    allowed_share=s.limiter.share,
+                    allowed_bytes_per_second=s.limiter.bytes_per_second,
+                    backlog_bytes=s.backlog_bytes,
+                    records_sent=s.records_sent,
+                    bytes_sent=s.bytes_sent,
+                    throttled_records=s.throttled_records,
+                )
+                for s in self.streams
+            ),
+            events_spooled=c.events_spooled,
+            events_replayed=c.events_replayed,
+            events_lost=c.events_lost,
+        )
+
+    def pending_events(self) -> int:
+        """Events accepted and without an outcome: in records, staged, or not yet seen."""
+        return (self.outstanding_events + sum(s.staged_events for s in self.streams)
+                + self.unseen_events())
 
     def unseen_events(self) -> int:
         """Events written since the last tick (for stats between ticks)."""

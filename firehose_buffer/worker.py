@@ -12,6 +12,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from .failures import FailureSink
 from .ledger import Reason
 from .scheduler import Batch, FlushMark, Scheduler
+from .stats import FlushResult
 from .telemetry import Telemetry
 from .transport import Outcome, Transport
 
@@ -186,6 +188,51 @@ class Worker:
             self._lost += 1
             out.append((job.batch, Outcome(error="CallTimeout", retryable=True, unknown=True)))
         return out
+
+    # -- flush barriers -------------------------------------------------------------------
+
+    def flush(self, deadline: float | None) -> FlushResult:
+        """Ask for a flush (everything seen is cut and marked at the next tick) and wait, until
+        ``deadline`` (monotonic), for every record it covers to have an outcome and its
+        failures to be reported."""
+        sched = self.scheduler
+        with self.lock:
+            if self.stopped:
+                return FlushResult(0, 0, sched.pending_events())
+            self.flush_requested += 1
+            generation = self.flush_requested
+        self.wake()
+        if threading.current_thread() is self.thread:
+            # The worker cannot wait for itself: it asked; it never claims success.
+            with self.lock:
+                return FlushResult(0, 0, max(1, sched.pending_events()))
+        with self.lock:
+            self.progress.wait_for(
+                lambda: self.done_generation >= generation or self.stopped,
+                None if deadline is None else max(0.0, deadline - time.monotonic()),
+            )
+            return self._result_for(generation)
+
+    def _result_for(self, generation: int) -> FlushResult:
+        """The result of flush request ``generation`` (with the lock held). Each tick marks the
+        newest request, so one mark covers every request since the last: a request's mark is
+        the first whose generation is at least its own."""
+        done = [g for g in self.flushes_done if g >= generation]
+        if done:
+            mark = self.flushes_done[min(done)]
+            return FlushResult(mark.delivered, mark.failed,
+                               mark.events - mark.delivered - mark.failed)
+        sched = self.scheduler
+        waiting = [m for m in (*sched.flushed, *sched.pending_flushes())
+                   if m.generation >= generation]
+        if waiting:
+            mark = min(waiting, key=lambda m: m.generation)
+            # Every record may have an outcome while failures are still being reported:
+            # not done until they are.
+            unreported = int(mark.remaining <= 0 and mark.failed > 0)
+            return FlushResult(mark.delivered, mark.failed,
+                               max(unreported, mark.events - mark.delivered - mark.failed))
+        return FlushResult(0, 0, sched.pending_events())
 
     # -- senders ------------------------------------------------------------------------------
 
