@@ -25,7 +25,7 @@ CPU_GOAL = 0.10
 LIBRARY_GOAL = 2.0
 PUT_P99_GOAL_NS = 1e6
 PUT_P999_GOAL_NS = 5e6
-THROUGHPUT_GOAL_MB_S = 64.0
+THROUGHPUT_GOAL_MB_S = 80.0
 
 
 def _child(module: str, *args: str, timeout: float) -> dict[str, Any]:

@@ -74,3 +74,22 @@ def write_json(path: Path, rows: list[Row], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "rows": [r.to_json() for r in rows]}
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as README shows it, from the JSON ``run.py --output`` wrote."""
+    out = ["| figure | measured | reference | ratio | goal | met? |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = f"{_num(r['reference'])} ({r['reference_label']})" if r["reference"] is not None \
+            else "-"
+        ratio = f"{r['ratio']:.3f}x" if r["ratio"] is not None else "-"
+        met = {True: "yes", False: "NO", None: "info"}[r["met"]]
+        out.append(f"| {r['figure']} | {_num(r['measured'])} {r['unit']} | {ref} | {ratio} "
+                   f"| {r['goal'] or '-'} | {met} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # python benchmarks/report.py bench-results/latest.json
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())["rows"]))
