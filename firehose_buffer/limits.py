@@ -1,4 +1,4 @@
-"""Firehose's hard API limits and billing step (see FIREHOSE.md); these cannot be raised."""
+"""Firehose's hard API limits and billing step (AWS's documented quotas); these cannot be raised."""
 
 MAX_RECORD_BYTES = 1_024_000
 MAX_BATCH_RECORDS = 500

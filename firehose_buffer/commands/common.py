@@ -27,7 +27,7 @@ EXIT_FAILED = 1
 #: Nothing could be done: configuration, credentials, endpoint, a missing stream.
 EXIT_ERROR = 2
 
-#: Regions whose default Direct PUT quota is ``Quota.HIGH`` (see FIREHOSE.md).
+#: Regions whose default Direct PUT quota is ``Quota.HIGH`` (AWS's Firehose quotas page).
 HIGH_QUOTA_REGIONS = frozenset({"us-east-1", "us-west-2", "eu-west-1"})
 
 _CREDENTIAL_CODES = frozenset({

@@ -3,7 +3,7 @@
 :meth:`FirehoseService.handle` takes the ``X-Amz-Target`` operation name and the JSON body and
 returns a :class:`Response` (or raises :class:`ApiError`, which the HTTP layer turns into
 ``{"__type": code, "message": ...}``). Error codes and messages follow what the real service
-returns as seen by botocore and in public client logs; see FIREHOSE.md.
+returns as seen by botocore and in public client logs.
 """
 
 from __future__ import annotations
