@@ -22,9 +22,7 @@ from .encoding import encode_fields as _encode_fields
 from .encoding import json_default as _json_default
 from .encoding import too_large as _too_large
 from .encoding import unserializable as _unserializable
-from .errors import (
-    ConfigurationError,
-)
+from .errors import ConfigurationError
 from .failures import FailureSink
 from .intake import Intake
 from .ledger import Ledger
@@ -33,7 +31,7 @@ from .lifecycle import LIVE as _LIVE
 from .lifecycle import after_fork_in_child as _after_fork_in_child
 from .limits import MAX_RECORD_BYTES
 from .replayer import Replayer
-from .scheduler import Failure, Scheduler
+from .scheduler import Scheduler
 from .spool import Spool, pending_files
 from .stats import BufferStats, FlushResult
 from .telemetry import Telemetry
@@ -210,13 +208,28 @@ class FirehoseBuffer:
         if not _ARMED[0]:
             _after_fork_in_child()
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        grace = None if timeout is None else min(_ABANDON_GRACE_SECONDS,
+                                                 timeout * _ABANDON_GRACE_FRACTION)
+        flush_deadline = None if deadline is None or grace is None else deadline - grace
         first = not self._closed
         self._closed = True
-        self._acc.close()
         if first:
             atexit.unregister(self._exit_hook)
             _LIVE.discard(self)
         worker = self._worker
+        if not self._started:
+            with self._lock:
+                pending = self._scheduler.pending_events()
+            if pending or (self._spool is not None and pending_files(self._spool.directory)):
+                self._ensure_started()  # what was put, and the spool found at start, go too
+        replayer = self._replayer
+        if replayer is not None and threading.current_thread() is not worker.thread:
+            # The spool found at start is covered too, within the time for flushing; what
+            # the replay has not fed by then moves to a new spool file.
+            replayer.wait(_remaining(flush_deadline))
+            replayer.stop()
+            replayer.wait(_remaining(deadline))
+        self._acc.close()
         if not self._started:
             self._finish_close()
             return FlushResult(0, 0, 0)
@@ -230,11 +243,6 @@ class FirehoseBuffer:
                 return FlushResult(0, 0, max(1, self._scheduler.pending_events()))
         with self._lock:
             worker.closing = True
-        if self._replayer is not None:
-            self._replayer.stop()
-        grace = None if timeout is None else min(_ABANDON_GRACE_SECONDS,
-                                                 timeout * _ABANDON_GRACE_FRACTION)
-        flush_deadline = None if deadline is None or grace is None else deadline - grace
         result = self._worker.flush(flush_deadline)
         if not result:
             with self._lock:
@@ -308,9 +316,6 @@ class FirehoseBuffer:
             _after_fork_in_child()
         with self._lock:
             return self._scheduler.snapshot()
-
-    def _report(self, failures: list[Failure], *, respool: bool = True) -> None:
-        self._sink.report(failures, respool=respool)
 
     # -- fork -------------------------------------------------------------------------------
 

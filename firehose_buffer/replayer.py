@@ -104,7 +104,7 @@ class Replayer:
                     buffer._ledger.failed(reason, len(lines))
             log.warning("spool file %s holds %d lines that cannot be sent; handed to "
                         "on_failure, not kept", taken.path, count)
-            buffer._report([Failure(taken.stream, lines, reason)
+            buffer._sink.report([Failure(taken.stream, lines, reason)
                             for reason, lines in unsendable.items()], respool=False)
         if taken.torn_bytes:
             log.warning("spool file %s ends with %d bytes of a line cut short by a crash; "

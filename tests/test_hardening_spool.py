@@ -276,3 +276,35 @@ def test_full_spool_disk_logs_a_few_errors_not_one_per_event(
     result = orjson.loads(done.stdout)
     if mode == "failed":
         assert result == {"accepted": count, "reported": count}, result
+
+
+CLOSE_ONLY_CHILD = textwrap.dedent("""
+    import json, sys
+    from firehose_buffer import BufferConfig, FirehoseBuffer
+
+    buffer = FirehoseBuffer(BufferConfig(streams=(sys.argv[3],), endpoint_url=sys.argv[1],
+                                         region="us-east-1", spool_dir=sys.argv[2]))
+    closed = buffer.close(30.0)   # nothing put, no flush(): close() alone
+    print(json.dumps({"closed": bool(closed), "replayed": buffer.stats().events_replayed}))
+""")
+
+
+def test_close_alone_covers_the_spool_found_at_start(
+    firehose: LocalFirehose, tmp_path: Path,
+) -> None:
+    """Issue item 7, close() on its own: a buffer whose only call is close() still sends
+    what the spool held when it started (its threads start on first use, and close() is
+    one)."""
+    spool = tmp_path / "spool"
+    _spool_events(firehose, spool, range(0, 500))
+    firehose.create_stream(STREAM)
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSE_ONLY_CHILD, firehose.endpoint_url, str(spool), STREAM],
+        env=_env(), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = orjson.loads(done.stdout)
+    delivered = {orjson.loads(line)["seq"] for line in _wire_lines(firehose)}
+    assert delivered == set(range(500)), (result, len(delivered))
+    assert _spool_lines(spool) == []
+    assert result["replayed"] == 500
