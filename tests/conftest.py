@@ -8,6 +8,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+# In CI, hypothesis explores the same examples every run (a seed per test): a red CI then
+# means a change broke something, not that a new random example turned up. Locally it keeps
+# exploring.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # No test may reach AWS: fake credentials, a fixed region, no shared config files.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
