@@ -135,6 +135,25 @@ def run_child(script: str, work: Workdir, timeout: float, **args: Any) -> Child:
                  _reported_lines(work))
 
 
+def run_staged_child(script: str, work: Workdir, between: Callable[[int], None],
+                     **args: Any) -> tuple[str, str]:
+    """Run a child that prints a ready line, then waits for "go" on stdin: ``between(pid)``
+    runs in between (a signal, a wait for the emulator). Returns its stdout and stderr."""
+    params = {"reported": str(work.reported), "spool": str(work.spool), **args}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(params)], env=_env(),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        proc.stdout.readline()
+        between(proc.pid)
+        return proc.communicate("go\n", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def key(line: bytes) -> Key:
     """An event's identity: its seq (with who put it, when it says), else the line itself."""
     try:
@@ -371,20 +390,11 @@ def in_flight_then_replay(root: Path, quick: bool) -> Row:
     row = Row("close(0.5) with a batch in flight (held 2 s), then replay")
     with LocalFirehose(streams=["exit-0"], keep_records=True) as firehose:
         firehose.script(Fault.latency(2.0))
-        params = {"reported": str(work.reported), "spool": str(work.spool),
-                  "endpoint": firehose.endpoint_url}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", children.IN_FLIGHT_CLOSE, json.dumps(params)], env=_env(),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None and proc.stdin is not None
-            proc.stdout.readline()
-            _wait(lambda: firehose.pending_faults == 0, 10.0)
-            out, err = proc.communicate("go\n", timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        def held(_pid: int) -> None:
+            _wait(lambda: firehose.pending_faults == 0, 10.0)  # the batch is in flight
+
+        out, err = run_staged_child(children.IN_FLIGHT_CLOSE, work, held,
+                                    endpoint=firehose.endpoint_url)
         first = _last_json(out)
         _wait(lambda: len(emulator_lines(firehose, "exit-0")) >= 100, 10.0)
         spooled_between = len(spool_lines(work.spool))
@@ -406,22 +416,13 @@ def freeze(root: Path, quick: bool) -> Row:
     work = Workdir(root, "freeze")
     row = Row(f"SIGSTOP {seconds:g} s, record_ttl_seconds=3")
     with LocalFirehose(streams=["exit-0"], keep_records=True) as firehose:
-        params = {"reported": str(work.reported), "spool": str(work.spool),
-                  "endpoint": firehose.endpoint_url}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", children.FREEZE, json.dumps(params)], env=_env(),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None and proc.stdin is not None
-            proc.stdout.readline()
-            os.kill(proc.pid, signal.SIGSTOP)
+        def freeze_for(pid: int) -> None:
+            os.kill(pid, signal.SIGSTOP)
             time.sleep(seconds)  # the freeze itself
-            os.kill(proc.pid, signal.SIGCONT)
-            out, err = proc.communicate("go\n", timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            os.kill(pid, signal.SIGCONT)
+
+        out, err = run_staged_child(children.FREEZE, work, freeze_for,
+                                    endpoint=firehose.endpoint_url)
         wire = emulator_lines(firehose, "exit-0")
     r = _last_json(out)
     row.notes.append(f"failures {r.get('failures')}, flush() {r.get('flushed')}")
