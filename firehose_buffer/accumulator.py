@@ -66,12 +66,11 @@ NO_SEGMENT = Closed()
 
 
 class Segment:
-    __slots__ = ("mm", "open_records", "retired", "size", "view")
+    __slots__ = ("mm", "open_records", "retired", "view")
 
     def __init__(self, size: int) -> None:
         self.mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
         self.view = memoryview(self.mm)
-        self.size = size
         #: Records cut from this segment that have no outcome yet.
         self.open_records = 0
         #: Sealed and wholly cut into records: free once ``open_records`` is zero.
@@ -117,7 +116,6 @@ class Accumulator:
         self.segment_bytes = segment_size(max_buffer_bytes, streams, record_bytes)
         #: Told (under the lock) when a stream moves to a new segment: the router's hook.
         self.on_seal = on_seal
-        self.max_segments = max(1, max_buffer_bytes // self.segment_bytes)
         self.max_buffer_bytes = max_buffer_bytes
         self.rings = [Ring() for _ in range(streams)]
         self.lock = threading.Lock()
@@ -214,18 +212,10 @@ class Accumulator:
             self.oversized_bytes -= size
             self.room.notify_all()
 
-    def used_bytes(self) -> int:
-        with self.lock:
-            return self._used_bytes()
-
-    def close(self) -> list[tuple[int, int]]:
-        """Seal every stream against put(); return each stream's final write position."""
-        ends: list[tuple[int, int]] = []
+    def close(self) -> None:
+        """Seal every stream against put() (the worker still reads what was written)."""
         with self.lock:
             self.closed = True
-            for i, ring in enumerate(self.rings):
+            for ring in self.rings:
                 ring.mm = NO_SEGMENT
-                if ring.current is not None:
-                    ends.append((i, ring.current.mm.tell()))
             self.room.notify_all()
-        return ends

@@ -23,13 +23,9 @@ _OURS = frozenset(r.value for r in Reason)
 def merge(failures: Sequence[Failure]) -> list[Failure]:
     """One failure per stream and reason (in linear time: closing can fail thousands)."""
     events: dict[tuple[str, str], list[bytes]] = {}
-    maybe: dict[tuple[str, str], int] = {}
     for f in failures:
-        key = (f.stream, f.reason)
-        events.setdefault(key, []).extend(f.events)
-        maybe[key] = maybe.get(key, 0) + f.maybe_stored
-    return [Failure(stream, lines, reason, maybe[(stream, reason)])
-            for (stream, reason), lines in events.items()]
+        events.setdefault((f.stream, f.reason), []).extend(f.events)
+    return [Failure(stream, lines, reason) for (stream, reason), lines in events.items()]
 
 
 class FailureSink:

@@ -65,8 +65,6 @@ class Record:
     segment: Segment | None
     attempts: int = 0
     not_before: float = 0.0
-    #: Sent in a call whose outcome was lost: it may be stored already.
-    maybe_stored: bool = False
 
     def lines(self) -> list[bytes]:
         return bytes(self.data)[:-1].split(b"\n")
@@ -89,8 +87,6 @@ class Failure:
     stream: str
     events: list[bytes]
     reason: str
-    #: Events among them that may have been stored (a lost answer): counted as duplicates.
-    maybe_stored: int = 0
 
 
 @dataclass(slots=True)
@@ -550,7 +546,6 @@ class Scheduler:
         failures: list[Failure],
     ) -> None:
         if unknown:
-            r.maybe_stored = True
             self.ledger.possible_duplicates += r.events
         if ttl_now >= r.born + self.config.record_ttl_seconds:
             failures.append(self._fail(s, r, Reason.TTL_EXPIRED))
@@ -564,7 +559,7 @@ class Scheduler:
 
     def _fail(self, s: StreamState, r: Record, reason: str) -> Failure:
         self.ledger.failed(reason, r.events)
-        failure = Failure(s.name, r.lines(), reason, r.events if r.maybe_stored else 0)
+        failure = Failure(s.name, r.lines(), reason)
         self._resolve(r, delivered=False)
         return failure
 
@@ -613,7 +608,6 @@ class Scheduler:
             pending = list(s.ready) + [item[2] for item in sorted(s.retry)]
             if s.in_flight is not None:
                 for r in s.in_flight.records:
-                    r.maybe_stored = True
                     self.ledger.possible_duplicates += r.events
                 pending.extend(s.in_flight.records)
             s.ready.clear()
