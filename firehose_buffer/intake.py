@@ -94,14 +94,14 @@ class Intake:
                     self.ledger.events_dropped += 1
             if kept:
                 self.full_log.warning("buffer full (max_buffer_bytes=%d): event spilled to %s",
-                                       config.max_buffer_bytes, spool.directory)
+                                      config.max_buffer_bytes, spool.directory)
                 return True
             self.full_log.warning("buffer full and the spool failed: event dropped")
             return False
         with self.lock:
             self.ledger.events_dropped += 1
         self.full_log.warning("buffer full (max_buffer_bytes=%d): event dropped",
-                               config.max_buffer_bytes)
+                              config.max_buffer_bytes)
         return False
 
     def replayed(self, index: int, line: bytes, stop: threading.Event) -> bool:
