@@ -1,7 +1,7 @@
 """The lead: what one 4 MB PutRecordBatch costs in botocore, against the floor of a signed
 request (base64 of the records plus SHA-256 of the body), with a cProfile of the call and a
-fix the library ships (firehose_buffer.fastbody, installed on the clients it makes), which
-keeps boto3's credentials, signing and endpoint resolution and builds only the body itself.
+fix (``benchmarks/fastbody.py``, installed on the clients ``benchmarks/client.py`` makes),
+which keeps boto3's credentials, signing and endpoint resolution and builds only the body.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import orjson
 from botocore.config import Config
 
 from firehose_buffer import BufferConfig, Quota
-from firehose_buffer.client import make_client
 
+from .client import make_client
 from .emulator_proc import AWS_ENV, EmulatorProcess
 from .events import fixed_size
 from .report import Row
@@ -83,7 +83,7 @@ def run(quick: bool) -> list[Row]:
             "firehose", endpoint_url=emulator.endpoint_url, region_name="us-east-1",
             config=Config(retries={"total_max_attempts": 1}),
         )
-        fast: Any = make_client(config)  # with firehose_buffer.fastbody installed
+        fast: Any = make_client(config)  # with benchmarks/fastbody.py installed
         _cpu_per_call(stock, records, 2)  # warm up connections and caches
         _cpu_per_call(fast, records, 2)
         stock_s = _cpu_per_call(stock, records, calls)
@@ -109,7 +109,7 @@ def run(quick: bool) -> list[Row]:
                      "cprofile_top_tottime": top},
         ),
         Row(
-            figure="lead: same, firehose_buffer.fastbody",
+            figure="lead: same, fastbody",
             measured=fast_s * ns,
             unit="CPU ns/byte",
             reference=floor_s * ns,

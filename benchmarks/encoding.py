@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from firehose_buffer.encoding import DUMPS_OPTION, encode, json_default
+from firehose_buffer._core.encoding import DUMPS_OPTION, encode, json_default
 
 from .events import fixed_size
 from .report import Row

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 
 from firehose_buffer import BufferConfig, FirehoseBuffer, Quota, billed_bytes
-from firehose_buffer.client import make_client
 
+from .client import make_client
 from .events import mixed
 
 STREAMS = tuple(f"naive-{k}" for k in range(16))

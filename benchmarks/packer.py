@@ -15,9 +15,9 @@ import time
 import orjson
 
 from firehose_buffer import BufferConfig
-from firehose_buffer.packing import cut_records
-from firehose_buffer.routing import Router
-from firehose_buffer.scheduler import Batch, Scheduler
+from firehose_buffer._core.packing import cut_records
+from firehose_buffer._core.routing import Router
+from firehose_buffer._core.scheduler import Batch, Scheduler
 from firehose_buffer.transport import Outcome
 
 from .events import fixed_size, mixed

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from firehose_buffer import BufferConfig
-from firehose_buffer.scheduler import Batch, Scheduler
+from firehose_buffer._core.scheduler import Batch, Scheduler
 from firehose_buffer.transport import Outcome
 
 

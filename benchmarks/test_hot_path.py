@@ -18,8 +18,8 @@ import pytest
 from benchmarks.events import Event, fixed_size, mixed
 from benchmarks.sinks import UNLIMITED, null_buffer
 from firehose_buffer import BufferConfig, FirehoseBuffer
-from firehose_buffer.packing import cut_records
-from firehose_buffer.scheduler import Scheduler
+from firehose_buffer._core.packing import cut_records
+from firehose_buffer._core.scheduler import Scheduler
 from firehose_buffer.transport import Outcome
 
 SIZES = [512, 4096]

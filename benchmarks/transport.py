@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 import orjson
 
 from firehose_buffer import BufferConfig, Quota
-from firehose_buffer.client import make_client
 from firehose_buffer.transport import BotocoreTransport, Outcome
 from firehose_buffer.transport.lean import LeanTransport
 
+from .client import make_client
 from .emulator_proc import AWS_ENV, EmulatorProcess
 from .events import fixed_size
 from .report import Row

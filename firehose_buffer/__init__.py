@@ -3,6 +3,8 @@
 Events become JSON Lines packed into records cut at Firehose's 5 KB billing step.
 """
 
+from ._core.packing import billed_bytes
+from ._runtime.lifecycle import install_sigterm_handler
 from .buffer import FirehoseBuffer
 from .config import BufferConfig, sharded_stream_names
 from .errors import (
@@ -14,8 +16,6 @@ from .errors import (
     EventValueError,
     FirehoseBufferError,
 )
-from .lifecycle import install_sigterm_handler
-from .packing import billed_bytes
 from .quota import Quota
 from .stats import BufferStats, FlushResult, StreamStats
 

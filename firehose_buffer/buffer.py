@@ -15,28 +15,28 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from .accumulator import LOCK_FREE
+from ._core.encoding import DUMPS_OPTION as _OPT
+from ._core.encoding import encode_fields as _encode_fields
+from ._core.encoding import json_default as _json_default
+from ._core.encoding import too_large as _too_large
+from ._core.encoding import unserializable as _unserializable
+from ._core.ledger import Ledger
+from ._core.scheduler import Scheduler
+from ._runtime.failures import FailureSink
+from ._runtime.intake import Intake
+from ._runtime.lifecycle import ARMED as _ARMED
+from ._runtime.lifecycle import LIVE as _LIVE
+from ._runtime.lifecycle import after_fork_in_child as _after_fork_in_child
+from ._runtime.replayer import Replayer
+from ._runtime.telemetry import Telemetry
+from ._runtime.worker import Worker
+from ._service.firehose import FIREHOSE
+from ._storage.segments import LOCK_FREE
+from ._storage.spool import Spool, pending_files
 from .config import BufferConfig, Event
-from .encoding import DUMPS_OPTION as _OPT
-from .encoding import encode_fields as _encode_fields
-from .encoding import json_default as _json_default
-from .encoding import too_large as _too_large
-from .encoding import unserializable as _unserializable
 from .errors import ConfigurationError
-from .failures import FailureSink
-from .intake import Intake
-from .ledger import Ledger
-from .lifecycle import ARMED as _ARMED
-from .lifecycle import LIVE as _LIVE
-from .lifecycle import after_fork_in_child as _after_fork_in_child
-from .limits import MAX_RECORD_BYTES
-from .replayer import Replayer
-from .scheduler import Scheduler
-from .spool import Spool, pending_files
 from .stats import BufferStats, FlushResult
-from .telemetry import Telemetry
 from .transport import FirehoseClient, make_transport
-from .worker import Worker
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -84,7 +84,7 @@ class FirehoseBuffer:
         self._clock = clock
         self._transport = make_transport(config, client, client_factory)
         self._spool = Spool(config.spool_dir) if config.spool_dir is not None else None
-        self._max_line = min(config.max_record_bytes, MAX_RECORD_BYTES)
+        self._max_line = min(config.max_record_bytes, FIREHOSE.max_record_bytes)
         self._closed = False
         ref = weakref.ref(self)
         self._telemetry = Telemetry(

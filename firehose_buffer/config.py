@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from ._service.firehose import FIREHOSE
 from .errors import ConfigurationError
-from .limits import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_EVENTS_PER_RECORD, MAX_RECORD_BYTES
 from .quota import Quota
 
 OnFull = Literal["block", "drop", "raise", "spill"]
@@ -41,10 +41,10 @@ class BufferConfig:
     router: Router | None = None
     #: No event waits in memory longer than this before its record is sent (quotas permitting).
     linger_seconds: float = 1.0
-    max_record_bytes: int = MAX_RECORD_BYTES
-    max_events_per_record: int = MAX_EVENTS_PER_RECORD
-    max_batch_records: int = MAX_BATCH_RECORDS
-    max_batch_bytes: int = MAX_BATCH_BYTES
+    max_record_bytes: int = FIREHOSE.max_record_bytes
+    max_events_per_record: int = FIREHOSE.max_events_per_record
+    max_batch_records: int = FIREHOSE.max_batch_records
+    max_batch_bytes: int = FIREHOSE.max_batch_bytes
     #: Each stream's Direct PUT quota; ``Quota.HIGH`` for us-east-1, us-west-2, eu-west-1.
     quota: Quota = Quota.STANDARD
     #: Fraction of the quota this producer may use (lower it when other producers share streams).
@@ -119,10 +119,11 @@ class BufferConfig:
             raise ConfigurationError('on_full="spill" needs a spool_dir to spill to')
         if not isinstance(self.quota, Quota):
             raise ConfigurationError("quota must be a firehose_buffer.Quota")
-        _bounded("max_record_bytes", self.max_record_bytes, 1, MAX_RECORD_BYTES)
+        _bounded("max_record_bytes", self.max_record_bytes, 1, FIREHOSE.max_record_bytes)
         _bounded("max_events_per_record", self.max_events_per_record, 1, 10**9)
-        _bounded("max_batch_records", self.max_batch_records, 1, MAX_BATCH_RECORDS)
-        _bounded("max_batch_bytes", self.max_batch_bytes, self.max_record_bytes, MAX_BATCH_BYTES)
+        _bounded("max_batch_records", self.max_batch_records, 1, FIREHOSE.max_batch_records)
+        _bounded("max_batch_bytes", self.max_batch_bytes, self.max_record_bytes,
+                 FIREHOSE.max_batch_bytes)
         _bounded("max_buffer_bytes", self.max_buffer_bytes, self.max_record_bytes, 2**62)
         if self.max_concurrent_requests is not None:
             _bounded("max_concurrent_requests", self.max_concurrent_requests, 1, 1024)

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
+from ._core.encoding import json_default
 from .buffer import FirehoseBuffer
-from .encoding import json_default
 
 #: Loggers whose records a FirehoseHandler drops: its own buffer's, and those of the HTTP
 #: stack under it, since shipping one of them makes more of them.

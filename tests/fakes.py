@@ -16,7 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from firehose_buffer.limits import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES
+from firehose_buffer._service.firehose import FIREHOSE
+
+MAX_BATCH_BYTES = FIREHOSE.max_batch_bytes
+MAX_BATCH_RECORDS = FIREHOSE.max_batch_records
+MAX_RECORD_BYTES = FIREHOSE.max_record_bytes
+
+
 
 
 def client_error(code: str, status: int, message: str = "") -> ClientError:

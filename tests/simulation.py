@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from firehose_buffer._core.routing import Router
+from firehose_buffer._core.scheduler import Batch, Failure, Scheduler
 from firehose_buffer.config import BufferConfig
-from firehose_buffer.routing import Router
-from firehose_buffer.scheduler import Batch, Failure, Scheduler
 from firehose_buffer.transport import Outcome
 
 #: Ticks in a row at one simulated instant before the scheduler is declared stuck: it keeps

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firehose_buffer import Quota, cli
-from firehose_buffer.commands.status import streams_needed
+from firehose_buffer.cli.status import streams_needed
 from firehose_buffer.emulator import Fault, LocalFirehose
 
 pytestmark = pytest.mark.slow

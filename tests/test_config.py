@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 
 from firehose_buffer import BufferConfig, ConfigurationError, FirehoseBufferError, Quota
+from firehose_buffer._service.firehose import FIREHOSE
 from firehose_buffer.config import ENV_PREFIX, sharded_stream_names
-from firehose_buffer.limits import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES
+
+MAX_BATCH_BYTES = FIREHOSE.max_batch_bytes
+MAX_BATCH_RECORDS = FIREHOSE.max_batch_records
+MAX_RECORD_BYTES = FIREHOSE.max_record_bytes
+
+
 
 
 def _noop(*args: object) -> None:

@@ -19,9 +19,12 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError, ParamValidationError
 
+from firehose_buffer._service.firehose import FIREHOSE
 from firehose_buffer.emulator import FaultRates, LocalFirehose
-from firehose_buffer.limits import MAX_BATCH_BYTES, MAX_RECORD_BYTES
 from firehose_buffer.quota import Quota
+
+MAX_BATCH_BYTES = FIREHOSE.max_batch_bytes
+MAX_RECORD_BYTES = FIREHOSE.max_record_bytes
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30)
 # Quota high enough never to throttle the limit tests' 4 MB batches.
@@ -386,6 +389,7 @@ FILE_NAME = re.compile(
     r"(?P<stream>.+)-1-(?P<Y>\d{4})-(?P<m>\d\d)-(?P<d>\d\d)-(?P<H>\d\d)-\d\d-\d\d-"
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 )
+
 
 
 def test_delivery_layout_and_contents_match_accepted_records(tmp_path: Path) -> None:

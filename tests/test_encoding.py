@@ -27,9 +27,11 @@ from firehose_buffer import (
     EventValueError,
     FirehoseBuffer,
 )
-from firehose_buffer.encoding import INVALID, TOO_LARGE, encode, encode_fields, is_valid_line
-from firehose_buffer.limits import MAX_RECORD_BYTES
-from firehose_buffer.routing import stable_index
+from firehose_buffer._core.encoding import INVALID, TOO_LARGE, encode, encode_fields, is_valid_line
+from firehose_buffer._core.routing import stable_index
+from firehose_buffer._service.firehose import FIREHOSE
+
+MAX_RECORD_BYTES = FIREHOSE.max_record_bytes
 
 STREAMS = ("enc-0", "enc-1", "enc-2")
 REPO = Path(__file__).resolve().parent.parent
@@ -317,6 +319,7 @@ def fake() -> FakeFirehose:
 def test_put_refuses_bad_bytes_and_delivers_good_ones_byte_identical(
     fake: FakeFirehose, partition_key: str | None,
 ) -> None:
+
     config = BufferConfig(streams=STREAMS, partition_key=partition_key, linger_seconds=0.05)
     accepted: list[bytes] = []
     with FirehoseBuffer(config, client=fake) as buf:

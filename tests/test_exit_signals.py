@@ -24,8 +24,8 @@ import pytest
 from fakes import FakeFirehose
 
 from firehose_buffer import BufferConfig, ConfigurationError, FirehoseBuffer
+from firehose_buffer._storage.spool import pending_files
 from firehose_buffer.emulator import FaultRates, LocalFirehose
-from firehose_buffer.spool import pending_files
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

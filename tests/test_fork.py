@@ -30,7 +30,8 @@ import orjson
 import pytest
 
 import firehose_buffer.buffer as buffer_module
-from firehose_buffer import BufferConfig, FirehoseBuffer, lifecycle
+from firehose_buffer import BufferConfig, FirehoseBuffer
+from firehose_buffer._runtime import lifecycle
 from firehose_buffer.emulator import EmulatorControl
 
 PARENT_EVENTS = 400

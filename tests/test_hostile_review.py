@@ -23,9 +23,9 @@ import orjson
 import pytest
 
 from firehose_buffer import BufferConfig, FirehoseBuffer, Quota
+from firehose_buffer._core.scheduler import Scheduler
+from firehose_buffer._runtime.worker import Worker
 from firehose_buffer.emulator import LocalFirehose
-from firehose_buffer.scheduler import Scheduler
-from firehose_buffer.worker import Worker
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,10 @@ from firehose_buffer import (
     FirehoseBuffer,
     FirehoseBufferError,
 )
-from firehose_buffer.limits import MAX_RECORD_BYTES
+from firehose_buffer._service.firehose import FIREHOSE
+
+MAX_RECORD_BYTES = FIREHOSE.max_record_bytes
+
 
 STREAMS = ("in-0", "in-1")
 
@@ -119,6 +122,7 @@ def test_one_event_fills_at_most_one_record(buf: FirehoseBuffer, fake: FakeFireh
 def test_put_after_close_raises_and_the_rest_was_delivered(
     fake: FakeFirehose,
 ) -> None:
+
     config = BufferConfig(streams=STREAMS, linger_seconds=5.0)
     buf = FirehoseBuffer(config, client=fake)
     lines = _put_good(buf, 0, 20)

@@ -10,15 +10,15 @@ from hypothesis import strategies as st
 from simulation import Simulation
 
 from firehose_buffer import billed_bytes
+from firehose_buffer._core.packing import ALIGN_WINDOW_BYTES, cut_records, take_batch, waste
+from firehose_buffer._core.scheduler import Batch
+from firehose_buffer._service.firehose import FIREHOSE
 from firehose_buffer.config import BufferConfig
-from firehose_buffer.limits import (
-    BILLING_STEP_BYTES,
-    MAX_BATCH_BYTES,
-    MAX_BATCH_RECORDS,
-    MAX_RECORD_BYTES,
-)
-from firehose_buffer.packing import ALIGN_WINDOW_BYTES, cut_records, take_batch, waste
-from firehose_buffer.scheduler import Batch
+
+BILLING_STEP_BYTES = FIREHOSE.billing_step
+MAX_BATCH_BYTES = FIREHOSE.max_batch_bytes
+MAX_BATCH_RECORDS = FIREHOSE.max_batch_records
+MAX_RECORD_BYTES = FIREHOSE.max_record_bytes
 
 FAST = settings(max_examples=300, deadline=None)
 
@@ -152,6 +152,7 @@ line_bytes = st.binary(min_size=1, max_size=3000).map(
 def test_scheduler_records_concatenate_to_the_stream_events_in_order(
     chunks: list[list[bytes]], max_events: int, max_record: int,
 ) -> None:
+
     """Through the scheduler (as the worker drives it, with simulated time): what was put
     comes out as records of whole lines, within the configured limits, in put order, and
     close takes everything."""

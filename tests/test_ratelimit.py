@@ -7,8 +7,8 @@ import copy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from firehose_buffer._core.ratelimit import AdaptiveShare, StreamLimiter, TokenBucket
 from firehose_buffer.quota import Quota
-from firehose_buffer.ratelimit import AdaptiveShare, StreamLimiter, TokenBucket
 
 PROPS = settings(max_examples=200, deadline=None)
 

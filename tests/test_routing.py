@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firehose_buffer import BufferConfig, EventValueError, FirehoseBuffer
-from firehose_buffer.packing import ALIGN_WINDOW_BYTES
-from firehose_buffer.routing import roomiest, stable_index
-from firehose_buffer.scheduler import MERGE_TAIL_BYTES
+from firehose_buffer._core.packing import ALIGN_WINDOW_BYTES
+from firehose_buffer._core.routing import roomiest, stable_index
+from firehose_buffer._core.scheduler import MERGE_TAIL_BYTES
 
 STREAMS = ("s0", "s1", "s2", "s3")
 KEYS = [f"user-{i}" for i in range(200)] + ["", "é", "日本", "\U0001f600", "a\x00b"]
@@ -30,7 +30,7 @@ def test_same_key_same_stream_in_another_process() -> None:
     """hash() differs between processes (PYTHONHASHSEED); the routing must not."""
     here = [stable_index(k, 7) for k in KEYS]
     code = (
-        "import json, sys; from firehose_buffer.routing import stable_index; "
+        "import json, sys; from firehose_buffer._core.routing import stable_index; "
         "print(json.dumps([stable_index(k, 7) for k in json.load(sys.stdin)]))"
     )
     for seed in ("1", "12345"):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pytest
 from simulation import Request, Simulation
 
+from firehose_buffer._core.scheduler import MERGE_TAIL_BYTES, TICK_SECONDS, Batch
 from firehose_buffer.config import BufferConfig
 from firehose_buffer.quota import Quota
-from firehose_buffer.scheduler import MERGE_TAIL_BYTES, TICK_SECONDS, Batch
 
 SLOT = 0.01
 SECONDS = 60.0

@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
+from firehose_buffer._storage.spool import Spool, claim, pending_files
 from firehose_buffer.emulator import Fault, FaultRates, LocalFirehose
-from firehose_buffer.spool import Spool, claim, pending_files
 from tests.fakes import FakeFirehose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +171,7 @@ def test_a_crash_mid_write_loses_at_most_the_line_being_written(
 
 KILLED_WRITER = textwrap.dedent("""
     import sys
-    from firehose_buffer.spool import Spool
+    from firehose_buffer._storage.spool import Spool
     spool = Spool(sys.argv[1])
     i = 0
     while True:

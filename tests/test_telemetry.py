@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from firehose_buffer import BufferConfig, BufferStats, FirehoseBuffer
+from firehose_buffer._runtime.telemetry import SPAN_NAME, SPECS, STREAM, Telemetry
 from firehose_buffer.emulator import Fault, LocalFirehose
-from firehose_buffer.telemetry import SPAN_NAME, SPECS, STREAM, Telemetry
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
-"""``python -m firehose_buffer.emulator --port 0 ...``; see :mod:`.cli`."""
+"""``python -m firehose_buffer.emulator --port 0 ...``; see :mod:`firehose_buffer.cli.emulator`."""
 
 import sys
 
-from .cli import main
+from ..cli.emulator import main
 
 sys.exit(main())

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from firehose_buffer.limits import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES
 from firehose_buffer.quota import Quota
 
+from .._service.firehose import FIREHOSE
 from .delivery import Delivery
 from .faults import (
     INTERNAL_FAILURE,
@@ -310,21 +310,22 @@ class FirehoseService:
                 "1 validation error detected: Value '[]' at 'records' failed to satisfy "
                 "constraint: Member must have length greater than or equal to 1"
             )
-        if len(records) > MAX_BATCH_RECORDS:
+        if len(records) > FIREHOSE.max_batch_records:
             raise _invalid(
                 "1 validation error detected: Value at 'records' failed to satisfy constraint: "
-                f"Member must have length less than or equal to {MAX_BATCH_RECORDS}"
+                f"Member must have length less than or equal to {FIREHOSE.max_batch_records}"
             )
         return self._put(stream, _decode(records), single=False)
 
     def _put(self, stream: _Stream, datas: list[bytes], *, single: bool) -> Response:
         sizes = [len(d) for d in datas]
-        too_big = [i for i, size in enumerate(sizes) if size > MAX_RECORD_BYTES]
+        limit = FIREHOSE.max_record_bytes
+        too_big = [i for i, size in enumerate(sizes) if size > limit]
         if too_big:
             problems = [
                 f"Value 'java.nio.HeapByteBuffer[pos=0 lim={sizes[i]} cap={sizes[i]}]' at "
                 f"'{'record' if single else f'records.{i + 1}.member'}.data' failed to satisfy "
-                f"constraint: Member must have length less than or equal to {MAX_RECORD_BYTES}"
+                f"constraint: Member must have length less than or equal to {limit}"
                 for i in too_big
             ]
             count = len(problems)
@@ -333,7 +334,7 @@ class FirehoseService:
                 + "; ".join(problems)
             )
         total_bytes = sum(sizes)
-        if total_bytes > MAX_BATCH_BYTES:
+        if total_bytes > FIREHOSE.max_batch_bytes:
             raise _invalid("Records size exceeds 4 MB limit")
 
         count = len(datas)

@@ -9,11 +9,17 @@ user passes. :mod:`.outcome` decides what any response means, for both.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..config import BufferConfig
+from .._service.firehose import FIREHOSE, RETRYABLE_CODES, THROTTLE_CODES
 from .botocore import BotocoreTransport, FirehoseClient
-from .outcome import RETRYABLE_CODES, THROTTLE_CODES, Outcome, classify_error, classify_response
+from .outcome import Outcome
+
+if TYPE_CHECKING:
+    from ..config import BufferConfig
+
+classify_response = FIREHOSE.classify_response
+classify_error = FIREHOSE.classify_error
 
 
 class Transport(Protocol):

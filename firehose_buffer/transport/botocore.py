@@ -22,7 +22,8 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from .outcome import MALFORMED, Outcome, classify_error, classify_response
+from .._service.firehose import FIREHOSE, MALFORMED
+from .outcome import Outcome
 
 log = logging.getLogger("firehose_buffer")
 
@@ -71,7 +72,7 @@ class BotocoreTransport:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return classify_error(str(error.get("Code") or "") or None, _int(status))
+            return FIREHOSE.classify_error(str(error.get("Code") or "") or None, _int(status))
         except (ConnectTimeoutError, EndpointConnectionError) as exc:
             # Nothing reached the service: a resend cannot duplicate.
             return Outcome(error=type(exc).__name__, retryable=True)
@@ -89,7 +90,7 @@ class BotocoreTransport:
                 return MALFORMED
             log.exception("PutRecordBatch to %s raised unexpectedly", stream)
             return Outcome(error=type(exc).__name__, retryable=True, unknown=True)
-        return classify_response(response, len(records))
+        return FIREHOSE.classify_response(response, len(records))
 
     def after_fork(self) -> None:
         """In a forked child: a client of its own, never the parent's connections."""

@@ -15,7 +15,6 @@ go back to the pool; urllib3 exposes neither without private methods. Proxies
 
 from __future__ import annotations
 
-import base64
 import http.client
 import logging
 import os
@@ -33,16 +32,15 @@ import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from .._runtime.logs import RateLimitedLog
+from .._service.firehose import FIREHOSE, MALFORMED
 from ..config import BufferConfig
 from ..errors import ConfigurationError
-from ..logutil import RateLimitedLog
 from ._deadline import WATCHDOG
-from .outcome import MALFORMED, Outcome, classify_error, classify_response
+from .outcome import Outcome
 
 log = logging.getLogger("firehose_buffer")
 
-TARGET = "Firehose_20150804.PutRecordBatch"
-CONTENT_TYPE = "application/x-amz-json-1.1"
 #: A PutRecordBatch answer is at most ~100 bytes per record; anything far larger is hostile.
 _MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _Connection = http.client.HTTPConnection
@@ -81,7 +79,8 @@ class LeanTransport:
                 else:
                     # Only botocore knows every rule (environment, config files, FIPS, dual
                     # stack, partitions); the client is asked and dropped, it never connects.
-                    probe = session.create_client("firehose", region_name=config.region)
+                    probe = session.create_client(FIREHOSE.signing_name,
+                                                  region_name=config.region)
                     endpoint, region = probe.meta.endpoint_url, probe.meta.region_name
             self._credentials = session.get_credentials()
         except (BotoCoreError, ValueError) as exc:  # ValueError: botocore on a malformed region
@@ -146,7 +145,7 @@ class LeanTransport:
             return Outcome(error=type(exc).__name__, retryable=True)
         if frozen is None or not frozen.access_key or not frozen.secret_key:
             return Outcome(error="NoCredentialsError")
-        body = build_body(stream, records)
+        body = FIREHOSE.build_body(stream, records)
         headers = self._sign(frozen, body)
         conn = self._checkout()
         armed = WATCHDOG.arm(deadline, conn)
@@ -187,9 +186,9 @@ class LeanTransport:
 
     def _sign(self, frozen: Any, body: bytes) -> dict[str, str]:
         request = AWSRequest(method="POST", url=self._url, data=body, headers={
-            "Content-Type": CONTENT_TYPE, "X-Amz-Target": TARGET,
+            "Content-Type": FIREHOSE.content_type, "X-Amz-Target": FIREHOSE.target,
         })
-        SigV4Auth(frozen, "firehose", self.region).add_auth(request)
+        SigV4Auth(frozen, FIREHOSE.signing_name, self.region).add_auth(request)
         headers = dict(request.headers.items())
         # Unsigned, as in botocore: proxies may rewrite them.
         headers["Content-Length"] = str(len(body))
@@ -251,19 +250,11 @@ def plain_regional_endpoint(session: Any, region: str | None) -> str | None:
         partitions = session.get_component("data_loader").load_data("partitions")
         for partition in partitions["partitions"]:
             if re.fullmatch(partition["regionRegex"], region):
-                return f"https://firehose.{region}.{partition['outputs']['dnsSuffix']}"
+                suffix = partition["outputs"]["dnsSuffix"]
+                return f"https://{FIREHOSE.endpoint_prefix}.{region}.{suffix}"
     except (KeyError, TypeError, re.error):  # data shaped otherwise than expected
         return None
     return None
-
-
-def build_body(stream: str, records: Sequence[bytes | memoryview]) -> bytes:
-    """The PutRecordBatch JSON, joined from bytes: base64 text needs no JSON escaping."""
-    b64 = base64.b64encode
-    return b"".join((
-        b'{"DeliveryStreamName":', orjson.dumps(stream), b',"Records":[{"Data":"',
-        b'"},{"Data":"'.join([b64(r) for r in records]), b'"}]}',
-    )) if records else b'{"DeliveryStreamName":' + orjson.dumps(stream) + b',"Records":[]}'
 
 
 def _usable(conn: _Connection) -> bool:
@@ -282,10 +273,10 @@ def _usable(conn: _Connection) -> bool:
 def _classify(status: int, error_type: str | None, payload: bytes, count: int) -> Outcome:
     if 200 <= status < 300:
         try:
-            return classify_response(orjson.loads(payload), count)
+            return FIREHOSE.classify_response(orjson.loads(payload), count)
         except orjson.JSONDecodeError:
             return MALFORMED
-    return classify_error(_error_code(error_type, payload), status)
+    return FIREHOSE.classify_error(_error_code(error_type, payload), status)
 
 
 def _error_code(error_type: str | None, payload: bytes) -> str | None:
@@ -320,4 +311,4 @@ def _failure(exc: Exception, cut_off: bool, sent: bool) -> Outcome:
     raise exc  # not the network's doing: send() logs it as a bug
 
 
-__all__ = ["LeanTransport", "build_body"]
+__all__ = ["LeanTransport"]

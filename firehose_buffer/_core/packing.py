@@ -10,7 +10,11 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
 
-from .limits import BILLING_STEP_BYTES
+from .._service.firehose import FIREHOSE
+
+BILLING_STEP_BYTES = FIREHOSE.billing_step
+billed_bytes = FIREHOSE.billed
+waste = FIREHOSE.waste
 
 #: How far below a full record a cut may move to land closer to a billing step. Four steps
 #: give about ten candidate boundaries at 0.5-4 KB lines, so the best one wastes a few hundred
@@ -18,16 +22,6 @@ from .limits import BILLING_STEP_BYTES
 #: is counted per second and records are indivisible, so two records of half a second's quota
 #: that fall 40 KB short each would leave 8% of the quota unused.
 ALIGN_WINDOW_BYTES = 4 * BILLING_STEP_BYTES
-
-
-def billed_bytes(size: int) -> int:
-    """What Firehose bills for one record of ``size`` bytes."""
-    return -(-size // BILLING_STEP_BYTES) * BILLING_STEP_BYTES
-
-
-def waste(size: int) -> int:
-    """Bytes billed but not sent for one record of ``size`` bytes."""
-    return -size % BILLING_STEP_BYTES
 
 
 def prefix_sums(sizes: Sequence[int]) -> list[int]:

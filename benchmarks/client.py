@@ -8,10 +8,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
+from firehose_buffer.config import BufferConfig
+from firehose_buffer.errors import ConfigurationError
+from firehose_buffer.transport import FirehoseClient
+
 from . import fastbody
-from .config import BufferConfig
-from .errors import ConfigurationError
-from .sender import FirehoseClient
 
 
 def make_client(config: BufferConfig) -> FirehoseClient:

@@ -6,7 +6,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
-from .quota import Quota
+from ..quota import Quota
 
 #: Client buckets hold half a second of quota. The service's budget (inferred: about one
 #: second) then has half a second of room for timing jitter between our clock and its.

@@ -37,8 +37,8 @@ from typing import Any
 
 import orjson
 
-from .errors import EventTooLargeError, EventTypeError, EventValueError
-from .limits import MAX_RECORD_BYTES
+from .._service.firehose import FIREHOSE
+from ..errors import EventTooLargeError, EventTypeError, EventValueError
 
 #: put() inlines ``orjson.dumps(event, default=json_default, option=DUMPS_OPTION)`` for a
 #: plain dict; :func:`encode` does exactly the same, so both give the same line.
@@ -159,7 +159,7 @@ def _parse(data: bytes) -> dict[str, Any]:
     return value
 
 
-def is_valid_line(line: bytes, max_line: int = MAX_RECORD_BYTES) -> str | None:
+def is_valid_line(line: bytes, max_line: int = FIREHOSE.max_record_bytes) -> str | None:
     """Why a spooled line (with its newline) may not be sent, as a failure reason
     (:data:`TOO_LARGE`, :data:`INVALID`), or None when it may."""
     if len(line) > max_line:

@@ -11,10 +11,10 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from .ledger import Ledger, Reason
-from .logutil import RateLimitedLog
-from .scheduler import Failure
-from .spool import Spool
+from .._core.ledger import Ledger, Reason
+from .._core.scheduler import Failure
+from .._storage.spool import Spool
+from .logs import RateLimitedLog
 
 log = logging.getLogger("firehose_buffer")
 _OURS = frozenset(r.value for r in Reason)

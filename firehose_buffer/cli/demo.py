@@ -29,11 +29,11 @@ from pathlib import Path
 import boto3
 import orjson
 
-from .buffer import FirehoseBuffer
-from .config import BufferConfig, sharded_stream_names
-from .emulator import EmulatorControl, FaultRates
-from .packing import billed_bytes
-from .quota import Quota
+from .._core.packing import billed_bytes
+from ..buffer import FirehoseBuffer
+from ..config import BufferConfig, sharded_stream_names
+from ..emulator import EmulatorControl, FaultRates
+from ..quota import Quota
 
 GIB = 1024**3
 SECONDS_PER_MONTH = 30 * 24 * 3600

@@ -17,12 +17,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .._core.ledger import Reason
+from .._core.scheduler import Batch, FlushMark, Scheduler
+from ..stats import FlushResult
+from ..transport import Outcome, Transport
 from .failures import FailureSink
-from .ledger import Reason
-from .scheduler import Batch, FlushMark, Scheduler
-from .stats import FlushResult
 from .telemetry import Telemetry
-from .transport import Outcome, Transport
 
 log = logging.getLogger("firehose_buffer")
 

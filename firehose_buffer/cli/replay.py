@@ -17,10 +17,10 @@ import os
 import sys
 import time
 
-from .buffer import FirehoseBuffer
-from .config import ENV_PREFIX, BufferConfig
-from .errors import ConfigurationError
-from .spool import count_lines, pending_files
+from .._storage.spool import count_lines, pending_files
+from ..buffer import FirehoseBuffer
+from ..config import ENV_PREFIX, BufferConfig
+from ..errors import ConfigurationError
 
 EXIT_OK = 0
 EXIT_UNDELIVERED = 1

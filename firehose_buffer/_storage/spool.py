@@ -36,8 +36,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigurationError
-from .logutil import RateLimitedLog
+from .._runtime.logs import RateLimitedLog
+from ..errors import ConfigurationError
 
 log = logging.getLogger("firehose_buffer")
 

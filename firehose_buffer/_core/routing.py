@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
+from .._service.firehose import FIREHOSE
+from ..errors import EventValueError
 from .encoding import encode_fields, json_default
-from .errors import EventValueError
-from .limits import MAX_RECORD_BYTES
 
 
 def stable_index(key: str | bytes, n: int) -> int:
@@ -104,7 +104,7 @@ class Router:
         if not self.keyed:
             return self.sticky
         try:
-            return self.route(line, encode_fields(line, MAX_RECORD_BYTES)[1])
+            return self.route(line, encode_fields(line, FIREHOSE.max_record_bytes)[1])
         except EventValueError:
             return self.sticky
 

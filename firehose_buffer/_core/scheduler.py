@@ -20,14 +20,15 @@ from typing import cast
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from .accumulator import Accumulator, Full, Oversized, Sealed, Segment
-from .config import BufferConfig
+from .._service.firehose import FIREHOSE
+from .._service.outcome import Outcome
+from .._storage.segments import Accumulator, Full, Oversized, Sealed, Segment
+from ..config import BufferConfig
+from ..stats import BufferStats, StreamStats
 from .ledger import Ledger, Reason
 from .packing import billed_bytes, cut_lines, take_batch
 from .ratelimit import StreamLimiter
 from .routing import Router
-from .stats import BufferStats, StreamStats
-from .transport import THROTTLE_CODES, Outcome
 
 #: How often the worker looks for new lines while producers are writing. put() wakes the
 #: worker only when it sleeps (a flag read; waking costs a system call); this bounds how
@@ -514,7 +515,7 @@ class Scheduler:
                     self._deliver(s, record)
                     continue
                 c.last_error = f"{s.name}: {code}"
-                if code in THROTTLE_CODES:
+                if FIREHOSE.is_throttle(code):
                     c.throttled_records += 1
                     s.throttled_records += 1
                 self._retry(s, record, ttl_now, unknown=False, failures=failures)

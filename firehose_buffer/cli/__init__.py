@@ -9,13 +9,13 @@ from importlib import import_module
 
 #: subcommand -> (module, one-line help). Each module has add_arguments(parser) and run(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("firehose_buffer.demo", "ship realistic traffic to a local Firehose and report"),
-    "emulator": ("firehose_buffer.emulator.cli", "run the local Firehose emulator"),
-    "replay": ("firehose_buffer.replay", "re-send the events a spool directory holds"),
-    "send": ("firehose_buffer.commands.send", "send JSON Lines from files or stdin to Firehose"),
-    "provision": ("firehose_buffer.commands.provision",
+    "demo": ("firehose_buffer.cli.demo", "ship realistic traffic to a local Firehose and report"),
+    "emulator": ("firehose_buffer.cli.emulator", "run the local Firehose emulator"),
+    "replay": ("firehose_buffer.cli.replay", "re-send the events a spool directory holds"),
+    "send": ("firehose_buffer.cli.send", "send JSON Lines from files or stdin to Firehose"),
+    "provision": ("firehose_buffer.cli.provision",
                   "create the configured delivery streams (S3, .jsonl), wait until ACTIVE"),
-    "status": ("firehose_buffer.commands.status",
+    "status": ("firehose_buffer.cli.status",
                "describe the configured streams, their quotas and the shards a peak needs"),
 }
 

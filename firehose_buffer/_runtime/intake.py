@@ -9,12 +9,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from .accumulator import Accumulator, Full
-from .config import BufferConfig
-from .errors import BufferClosedError, BufferFullError
-from .ledger import Ledger, Reason
-from .logutil import RateLimitedLog
-from .spool import Spool
+from .._core.ledger import Ledger, Reason
+from .._storage.segments import Accumulator, Full
+from .._storage.spool import Spool
+from ..config import BufferConfig
+from ..errors import BufferClosedError, BufferFullError
+from .logs import RateLimitedLog
 from .worker import Worker
 
 log = logging.getLogger("firehose_buffer")

@@ -12,12 +12,12 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from .encoding import is_valid_line
-from .scheduler import Failure
-from .spool import Claim, SpoolFile, claim
+from .._core.encoding import is_valid_line
+from .._core.scheduler import Failure
+from .._storage.spool import Claim, SpoolFile, claim
 
 if TYPE_CHECKING:
-    from .buffer import FirehoseBuffer
+    from ..buffer import FirehoseBuffer
 
 log = logging.getLogger("firehose_buffer")
 

@@ -18,8 +18,8 @@ from types import FrameType
 
 from firehose_buffer.quota import Quota
 
-from .faults import FaultRates
-from .server import DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SECONDS, LocalFirehose
+from ..emulator.faults import FaultRates
+from ..emulator.server import DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SECONDS, LocalFirehose
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

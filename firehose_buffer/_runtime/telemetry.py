@@ -26,8 +26,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from .sender import Outcome
-from .stats import BufferStats
+from ..stats import BufferStats
+from ..transport import Outcome
 
 SCOPE = "firehose_buffer"
 #: The delivery stream a measurement or span is about.
@@ -43,7 +43,7 @@ Extract = Callable[[BufferStats], Iterable[tuple[Attrs, float]]]
 
 
 def _version() -> str:
-    from . import __version__  # noqa: PLC0415  (the package imports this module first)
+    from .. import __version__  # noqa: PLC0415  (the package imports this module first)
 
     return __version__
 
