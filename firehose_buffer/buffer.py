@@ -1,12 +1,12 @@
-"""The public facade: put, flush, close, stats, and the wiring of the stages behind them."""
+"""The public facade: put, flush, close, stats. The stages behind it are wired by the engine
+(``_runtime/engine.py``); put()'s fast path is inlined here, since every nanosecond of it is
+paid per event."""
 
 from __future__ import annotations
 
 import atexit
 import functools
-import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -20,35 +20,23 @@ from ._core.encoding import encode_fields as _encode_fields
 from ._core.encoding import json_default as _json_default
 from ._core.encoding import too_large as _too_large
 from ._core.encoding import unserializable as _unserializable
-from ._core.ledger import Ledger
-from ._core.scheduler import Scheduler
-from ._runtime.failures import FailureSink
-from ._runtime.intake import Intake
+from ._runtime.engine import Engine
 from ._runtime.lifecycle import ARMED as _ARMED
 from ._runtime.lifecycle import LIVE as _LIVE
 from ._runtime.lifecycle import after_fork_in_child as _after_fork_in_child
-from ._runtime.replayer import Replayer
 from ._runtime.telemetry import Telemetry
-from ._runtime.worker import Worker
-from ._service.firehose import FIREHOSE
 from ._storage.segments import LOCK_FREE
-from ._storage.spool import Spool, pending_files
+from ._storage.spool import Spool
 from .config import BufferConfig, Event
 from .errors import ConfigurationError
 from .stats import BufferStats, FlushResult
-from .transport import FirehoseClient, make_transport
+from .transport import FirehoseClient, Transport, make_transport
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-log = logging.getLogger("firehose_buffer")
-
 _dumps = orjson.dumps
-#: Of close()'s timeout, at most this much is kept back from flushing for failing (and
-#: spooling or handing over) what is left, so that close() as a whole ends within it.
-_ABANDON_GRACE_SECONDS = 1.0
-_ABANDON_GRACE_FRACTION = 0.25
 
 
 class FirehoseBuffer:
@@ -60,8 +48,10 @@ class FirehoseBuffer:
     calls. Threads start on first use, in the process that uses the buffer.
 
     ``client``: a boto3 Firehose client; by default the buffer signs and sends requests
-    itself. ``client_factory``: makes the client, again in a forked child. ``clock``:
-    monotonic seconds, for tests. ``meter_provider``/``tracer_provider``: OpenTelemetry.
+    itself. ``client_factory``: makes the client, again in a forked child. ``transport``:
+    anything with the :class:`~firehose_buffer.transport.Transport` methods, instead of
+    either (tests, other HTTP stacks). ``clock``: monotonic seconds, for tests.
+    ``meter_provider``/``tracer_provider``: OpenTelemetry.
     """
 
     def __init__(
@@ -70,68 +60,45 @@ class FirehoseBuffer:
         client: FirehoseClient | None = None,
         *,
         client_factory: Callable[[], FirehoseClient] | None = None,
+        transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
         meter_provider: MeterProvider | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         if not isinstance(config, BufferConfig):
             raise ConfigurationError("config must be a BufferConfig")
-        if client is not None and client_factory is not None:
-            raise ConfigurationError("give client or client_factory, not both")
+        if sum(x is not None for x in (client, client_factory, transport)) > 1:
+            raise ConfigurationError("give one of client, client_factory and transport")
         if not _ARMED[0]:
             _after_fork_in_child()
         self._config = config
         self._clock = clock
-        self._transport = make_transport(config, client, client_factory)
+        self._transport = transport if transport is not None else make_transport(
+            config, client, client_factory)
         self._spool = Spool(config.spool_dir) if config.spool_dir is not None else None
-        self._max_line = min(config.max_record_bytes, FIREHOSE.max_record_bytes)
+        self._max_line = config.max_line_bytes
         self._closed = False
         ref = weakref.ref(self)
         self._telemetry = Telemetry(
             lambda: None if (b := ref()) is None else b.stats(),
             config.streams, meter_provider, tracer_provider,
         )
-        self._init_state()
+        self._new_engine()
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
         _LIVE.add(self)
 
-    def _init_state(self) -> None:
-        config = self._config
+    def _new_engine(self) -> None:
+        """Everything this process runs for the buffer, made anew (at start, after fork)."""
+        engine = Engine(self._config, self._transport, self._spool, self._telemetry,
+                        self._clock)
         self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._ledger = Ledger()
-        self._scheduler = Scheduler.for_config(config, self._clock(), ledger=self._ledger)
-        self._router = self._scheduler.router
-        self._acc = self._scheduler.acc
-        self._rings = self._acc.rings
-        self._sink = FailureSink(self._spool, config.on_failure, self._ledger, self._lock)
-        self._worker = Worker(
-            self._scheduler, self._transport, self._sink, self._telemetry, self._lock,
-            clock=self._clock, max_senders=config.concurrency,
-            call_timeout=config.call_timeout_seconds,
-        )
-        self._intake = Intake(config, acc=self._acc, worker=self._worker, spool=self._spool,
-                              ledger=self._ledger, lock=self._lock,
-                              ensure_started=self._ensure_started)
-        self._replayer: Replayer | None = None
-        self._started = False
-        self._start_lock = threading.Lock()
-
-    def _ensure_started(self) -> None:
-        """Start the worker (and the spool replay) in this process, once."""
-        if self._started:
-            return
-        with self._start_lock:
-            if self._started:
-                return
-            self._worker.start()
-            if self._spool is not None:
-                files = pending_files(self._spool.directory)
-                if files:
-                    self._replayer = Replayer(self, files)
-                    self._replayer.start()
-            self._started = True
+        self._engine = engine
+        # What put()'s fast path reads, one attribute each.
+        self._router = engine.router
+        self._rings = engine.acc.rings
+        self._worker = engine.worker
+        self._intake = engine.intake
 
     @property
     def config(self) -> BufferConfig:
@@ -140,11 +107,13 @@ class FirehoseBuffer:
     # -- put --------------------------------------------------------------------------------
 
     def put(self, event: Event) -> bool:
-        """Queue one event; return False only if ``on_full="drop"`` dropped it (or
-        ``"spill"`` could not write it to the spool).
+        """Queue one event; return False only if the buffer was full and ``on_full`` said
+        to drop it (``"drop"``, or ``"spill"`` when the spool could not take it).
 
         Raises :class:`EventTypeError`/:class:`EventValueError` for bad input (nothing is
-        buffered), :class:`BufferFullError` and :class:`BufferClosedError`.
+        buffered), :class:`BufferFullError` and :class:`BufferClosedError`. May be called
+        from any thread, from a signal handler and from a finalizer (``__del__``): a put()
+        that re-enters one in progress on the same thread never waits for it.
         """
         if type(event) is dict:
             try:
@@ -162,10 +131,10 @@ class FirehoseBuffer:
         if not _ARMED[0]:
             _after_fork_in_child()
         if LOCK_FREE:
-            # One expression: loading the mmap and writing to it cannot be split by a thread
-            # switch (see accumulator.py).
+            # One expression: loading the current segment and writing to it cannot be split
+            # by a thread switch or a signal handler (see _storage/segments.py).
             try:
-                self._rings[index].mm.write(line)
+                self._rings[index][-1].write(line)
             except ValueError:
                 return self._intake.slow(index, line)
         else:
@@ -184,95 +153,34 @@ class FirehoseBuffer:
         ``on_failure`` callback) it only asks for the flush, since the worker cannot wait
         for itself.
         """
-        if not _ARMED[0]:
-            _after_fork_in_child()
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        if not self._started and self._spool is None:
-            with self._lock:
-                if not self._scheduler.pending_events():
-                    return FlushResult(0, 0, 0)  # never used: nothing to start threads for
+        engine = self._live()
+        deadline = None if timeout is None else self._clock() + max(0.0, timeout)
+        if self._spool is None and not engine.worker.started() and not engine.needs_start():
+            return FlushResult(0, 0, 0)  # never used: nothing to start threads for
         # Also when a put() on another thread has written but not yet started the worker.
-        self._ensure_started()
-        if self._replayer is not None:
-            self._replayer.wait(_remaining(deadline))
-        return self._worker.flush(deadline)
+        engine.ensure_started()
+        replayer = engine.replayer
+        if replayer is not None:
+            replayer.wait(engine._remaining(deadline))
+        return engine.flush(deadline)
 
     def close(self, timeout: float | None = 10.0) -> FlushResult:
         """Flush, then stop the threads; idempotent. put() raises BufferClosedError after.
 
-        Returns within ``timeout`` (``None``: wait for every outcome). Events not delivered
-        by then are failed (reason ``"closed_before_delivery"``): written to the spool when
-        there is one, else handed to ``on_failure``, before close() returns; what could not
-        be handed over in time is logged with its number and counted in ``events_lost``.
+        Returns within ``timeout`` (``None``: wait for every outcome) what became of the
+        events put before it. Events not delivered by then are failed (reason
+        ``"closed_before_delivery"``): written to the spool when there is one, else handed
+        to ``on_failure``, before close() returns; what could not be handed over in time is
+        logged with its number and counted in ``events_lost``. A second close() waits for
+        the first and returns its result.
         """
-        if not _ARMED[0]:
-            _after_fork_in_child()
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        grace = None if timeout is None else min(_ABANDON_GRACE_SECONDS,
-                                                 timeout * _ABANDON_GRACE_FRACTION)
-        flush_deadline = None if deadline is None or grace is None else deadline - grace
-        first = not self._closed
-        self._closed = True
-        if first:
+        engine = self._live()
+        if not self._closed:
+            # Still in LIVE: a child forked while this close() runs gets a closed buffer
+            # of its own (put() raises), never this one's half-closed state.
+            self._closed = True
             atexit.unregister(self._exit_hook)
-            _LIVE.discard(self)
-        worker = self._worker
-        if not self._started:
-            with self._lock:
-                pending = self._scheduler.pending_events()
-            if pending or (self._spool is not None and pending_files(self._spool.directory)):
-                self._ensure_started()  # what was put, and the spool found at start, go too
-        replayer = self._replayer
-        if replayer is not None and threading.current_thread() is not worker.thread:
-            # The spool found at start is covered too, within the time for flushing; what
-            # the replay has not fed by then moves to a new spool file.
-            replayer.wait(_remaining(flush_deadline))
-            replayer.stop()
-            replayer.wait(_remaining(deadline))
-        self._acc.close()
-        if not self._started:
-            self._finish_close()
-            return FlushResult(0, 0, 0)
-        if threading.current_thread() is worker.thread:
-            # From on_failure: the worker finishes the close once it has drained.
-            worker.on_stop = self._finish_close
-            with self._lock:
-                worker.closing = True
-            worker.wake()
-            with self._lock:
-                return FlushResult(0, 0, max(1, self._scheduler.pending_events()))
-        with self._lock:
-            worker.closing = True
-        result = self._worker.flush(flush_deadline)
-        if not result:
-            with self._lock:
-                worker.abandon = True
-            worker.wake()
-        thread = worker.thread
-        if thread is not None:
-            thread.join(_remaining(deadline))
-        if thread is not None and thread.is_alive():
-            self._count_lost()
-        worker.stop_senders()
-        self._finish_close()
-        return result
-
-    def _count_lost(self) -> None:
-        """close() ran out of time with events neither delivered nor handed over."""
-        with self._lock:
-            lost = self._scheduler.pending_events() + self._sink.in_hand
-            self._ledger.events_lost += lost
-        if lost:
-            log.error("close() timed out: %d events were neither delivered nor kept in the "
-                      "spool nor handed to on_failure, and are lost", lost)
-
-    def _finish_close(self) -> None:
-        if self._spool is not None and not (
-            self._worker.thread is not None and self._worker.thread.is_alive()
-        ):
-            self._spool.close()
-        self._transport.close()
-        self._telemetry.closed(self.stats())
+        return engine.close(timeout)
 
     async def aflush(self, timeout: float | None = 10.0) -> FlushResult:
         """:meth:`flush` without blocking the event loop."""
@@ -305,38 +213,40 @@ class FirehoseBuffer:
         to the spool); True if so within ``timeout``. True at once without a spool."""
         if self._spool is None:
             return True
-        self._ensure_started()
-        return self._replayer is None or self._replayer.wait(timeout)
+        engine = self._live()
+        engine.ensure_started()
+        replayer = engine.replayer
+        return replayer is None or replayer.wait(timeout)
 
     # -- stats ------------------------------------------------------------------------------
 
     def stats(self) -> BufferStats:
         """A consistent snapshot of the counters."""
+        return self._live().stats()
+
+    # -- the process ------------------------------------------------------------------------
+
+    def _live(self) -> Engine:
+        """The engine of this process (a forked child makes its own first)."""
         if not _ARMED[0]:
             _after_fork_in_child()
-        with self._lock:
-            return self._scheduler.snapshot()
-
-    # -- fork -------------------------------------------------------------------------------
+        return self._engine
 
     def _after_fork(self) -> None:
-        """In a forked child: start empty, with fresh locks; threads start on first use.
-        The parent's events stay the parent's to send; connections are not shared."""
+        """In a forked child: start empty, with everything the engine holds made anew;
+        threads start on first use. The parent's events stay the parent's to send, its
+        spool files and connections its own."""
         if self._pid == os.getpid():
             return
-        if self._replayer is not None:
-            self._replayer.after_fork()
+        old = self._engine
+        if old.replayer is not None:
+            old.replayer.after_fork()
         if self._spool is not None:
             self._spool.after_fork()
         self._transport.after_fork()
-        closed = self._closed
-        self._init_state()
-        if closed:
-            self._acc.close()
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._new_engine()
+        if self._closed:
+            self._engine.acc.close()
 
 
 def _close_at_exit(ref: weakref.ReferenceType[FirehoseBuffer]) -> None:

@@ -83,6 +83,8 @@ class BufferConfig:
     record_target_bytes: int = field(init=False)
     batch_target_bytes: int = field(init=False)
     concurrency: int = field(init=False)
+    #: The longest encoded event with its newline: one record's worth.
+    max_line_bytes: int = field(init=False)
 
     def __post_init__(self) -> None:
         streams = self.streams
@@ -144,6 +146,7 @@ class BufferConfig:
         batch_target = max(1, min(self.max_batch_bytes, half_second))
         object.__setattr__(self, "batch_target_bytes", batch_target)
         object.__setattr__(self, "record_target_bytes", min(self.max_record_bytes, batch_target))
+        object.__setattr__(self, "max_line_bytes", self.max_record_bytes)
         concurrency = self.max_concurrent_requests or min(len(streams), 16)
         object.__setattr__(self, "concurrency", min(concurrency, len(streams)))
 

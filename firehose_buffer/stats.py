@@ -27,8 +27,9 @@ class BufferStats:
     """Counters since the buffer started (or since fork, in a child process).
 
     When the buffer is idle, ``events_put == events_delivered + events_failed +
-    events_dropped + events_buffered``. Replayed events count in ``events_put``; spooled
-    events are failed events that were kept.
+    events_dropped + events_buffered``: ``events_put`` counts every event put() took
+    (dropped ones included). Replayed events count in ``events_put``; spooled events are
+    failed events that were kept.
     """
 
     events_put: int
@@ -36,12 +37,14 @@ class BufferStats:
     #: Events not delivered: rejected, expired, abandoned at close, spilled when full; kept in
     #: the spool (``events_spooled``), else handed to ``on_failure`` (or logged).
     events_failed: int
-    #: Events refused by ``on_full="drop"``; never buffered.
+    #: Events refused because the buffer was full (``on_full="drop"``, or ``"spill"`` when the
+    #: spool could not take them); counted in ``events_put``, never buffered.
     events_dropped: int
     #: Events accepted and not yet delivered or failed (in memory, in flight or waiting).
     events_buffered: int
     bytes_buffered: int
-    #: Records Firehose acknowledged, their raw bytes, and those bytes as billed.
+    #: Records Firehose acknowledged, their bytes as sent, and those bytes as billed (each
+    #: record rounded up to 5,120 bytes).
     records_sent: int
     bytes_sent: int
     billed_bytes: int
@@ -65,11 +68,18 @@ class BufferStats:
     #: Events close() could neither deliver nor keep nor hand over before its deadline
     #: (each time, an ERROR log line gives the number).
     events_lost: int = 0
+    #: The JSON lines in the acknowledged records (equal to ``bytes_sent`` unless records
+    #: are compressed).
+    raw_bytes_sent: int = 0
+    #: Memory holding events now (segments allocated, and events larger than a segment),
+    #: never above ``max_buffer_bytes``.
+    memory_bytes: int = 0
 
     @property
     def billed_ratio(self) -> float:
-        """Billed bytes over raw bytes (1.0 is perfect packing); 0.0 before any delivery."""
-        return self.billed_bytes / self.bytes_sent if self.bytes_sent else 0.0
+        """Billed bytes over the raw bytes of the events delivered (1.0 is perfect packing;
+        below 1 with compressed records); 0.0 before any delivery."""
+        return self.billed_bytes / self.raw_bytes_sent if self.raw_bytes_sent else 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,8 +186,8 @@ def wait_until_idle(buf: FirehoseBuffer) -> None:
         frame = sys._current_frames().get(worker.ident or 0) if worker else None
         # Sleeping: waiting for a deadline, not for its next look at new lines in a few ms
         # (a thread waiting for the GIL when fork() is called from C hangs the child).
-        if frame is not None and frame.f_code.co_name == "wait" and buf._worker.sleeping and (
-                buf._scheduler.unseen_events() == 0):
+        if frame is not None and frame.f_code.co_name == "_wait" and buf._worker.sleeping and (
+                buf._engine.scheduler.unseen_events() == 0):
             return
         if time.monotonic() > deadline:
             raise TimeoutError("the worker never went idle")
@@ -205,11 +205,11 @@ def raw_fork_scenario(endpoint_url: str, flag: str, report: Path) -> None:
         wait_until_idle(buf)
         # The lock is held at the moment of the fork, as the worker might hold it: in the
         # child nobody will ever release it, and put() must not wait for it.
-        buf._lock.acquire()
+        buf._engine.lock.acquire()
         try:
             pid = in_child(raw_fork, child_puts_and_flushes(buf), report)
         finally:
-            buf._lock.release()  # the parent's; the child's copy stays held
+            buf._engine.lock.release()  # the parent's; the child's copy stays held
         wait_child(pid, report)
         assert buf.flush(30)
         s = buf.stats()

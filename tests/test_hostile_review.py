@@ -127,9 +127,9 @@ def test_a_segment_sealed_during_a_tick_is_not_sent_twice(firehose: LocalFirehos
         # Segments of 200 KB: about 65 of these events each.
         max_record_bytes=50_000, max_buffer_bytes=4_000_000,
     )
-    # Parked between reading the stream's current segment and looking at what was handed
-    # over: the window in which a producer can seal that segment.
-    gate = Gate(Scheduler._gather_stream, "if ring.handed:",
+    # Parked between reading the stream's current segment and scanning it: the window in
+    # which a producer can seal that segment.
+    gate = Gate(Scheduler._gather_stream, "for item in sealed:",
                 when=lambda frame: frame.f_locals.get("current") is not None)
     puts = 0
 
@@ -177,9 +177,10 @@ def test_every_caller_of_concurrent_flushes_gets_its_own_result(
         streams=(STREAM,), endpoint_url=firehose.endpoint_url, region="us-east-1",
         quota=ROOMY, linger_seconds=30.0,
     )
-    before_tick = Gate(Worker._step, "sched = self.scheduler")
-    after_newer_flush = Gate(Worker._step, "self.progress.notify_all()",
-                             when=lambda frame: frame.f_locals["self"].done_generation >= 3)
+    before_tick = Gate(Worker._step, "sched = engine.scheduler")
+    after_newer_flush = Gate(Worker._step, "engine.progress.notify_all()",
+                             when=lambda frame: frame.f_locals["sched"].flushes.done_generation
+                             >= 3)
     results: dict[str, Any] = {}
 
     def flush(name: str) -> None:
@@ -195,11 +196,11 @@ def test_every_caller_of_concurrent_flushes_gets_its_own_result(
             before_tick.wait_paused()
             older = threading.Thread(target=flush, args=("older",))
             older.start()
-            _wait_for(lambda: buf._worker.flush_requested >= 2, 5.0, "the older flush")
+            _wait_for(lambda: buf._engine.scheduler.flushes.requested >= 2, 5.0, "the older flush")
             buf.put({"who": "b"})
             newer = threading.Thread(target=flush, args=("newer",))
             newer.start()
-            _wait_for(lambda: buf._worker.flush_requested >= 3, 5.0, "the newer flush")
+            _wait_for(lambda: buf._engine.scheduler.flushes.requested >= 3, 5.0, "the newer flush")
             after_newer_flush.armed = True
             before_tick.resume.set()
             after_newer_flush.wait_paused()

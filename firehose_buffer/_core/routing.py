@@ -42,18 +42,23 @@ class Router:
     :class:`EventValueError` for what cannot be routed. Keyless: every event goes to
     ``sticky`` until the worker, seeing that stream has had a record's worth, calls
     :meth:`visit_full` to move on; low traffic then makes few full records instead of many
-    thin ones, and the choice of the next stream weighs quota headroom.
+    thin ones, and the choice of the next stream weighs quota headroom. ``sticky`` is read
+    without a lock by put() and moved only under the accumulator's lock (by the worker's
+    :meth:`visit_full` and put()'s slow path through :meth:`segment_full`).
     """
 
-    __slots__ = ("_index", "_key", "_router", "_sealed", "keyed", "names", "sticky")
+    __slots__ = ("_index", "_key", "_max_line", "_router", "_sealed", "keyed", "names", "sticky")
 
     def __init__(
         self,
         names: Sequence[str],
         partition_key: str | None = None,
         router: Callable[[Any], int | str] | None = None,
+        *,
+        max_line: int = FIREHOSE.max_record_bytes,
     ) -> None:
         self.names = tuple(names)
+        self._max_line = max_line
         self._index = {name: i for i, name in enumerate(self.names)}
         self._key = partition_key
         self._router = router
@@ -104,7 +109,7 @@ class Router:
         if not self.keyed:
             return self.sticky
         try:
-            return self.route(line, encode_fields(line, FIREHOSE.max_record_bytes)[1])
+            return self.route(line, encode_fields(line, self._max_line)[1])
         except EventValueError:
             return self.sticky
 

@@ -20,14 +20,16 @@ from typing import cast
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from .._service.firehose import FIREHOSE
+from .._service.firehose import FIREHOSE, ServiceProfile
 from .._service.outcome import Outcome
-from .._storage.segments import Accumulator, Full, Oversized, Sealed, Segment
+from .._storage.segments import Accumulator, Full, Oversized, Segment
 from ..config import BufferConfig
 from ..stats import BufferStats, StreamStats
+from .flushes import Flushes
 from .ledger import Ledger, Reason
-from .packing import billed_bytes, cut_lines, take_batch
+from .packing import cut_lines, take_batch
 from .ratelimit import StreamLimiter
+from .records import Batch, Failure, Record, Tick
 from .routing import Router
 
 #: How often the worker looks for new lines while producers are writing. put() wakes the
@@ -57,50 +59,6 @@ MIN_QUOTA_WAIT = 1e-6
 
 
 @dataclass(slots=True, eq=False)
-class Record:
-    id: int
-    data: memoryview | bytes
-    events: int
-    #: When its oldest line was first seen, on the TTL clock (which skips frozen time).
-    born: float
-    segment: Segment | None
-    attempts: int = 0
-    not_before: float = 0.0
-
-    def lines(self) -> list[bytes]:
-        return bytes(self.data)[:-1].split(b"\n")
-
-
-@dataclass(slots=True, eq=False)
-class Batch:
-    stream: int
-    name: str
-    records: list[Record]
-    nbytes: int
-    sent_at: float
-
-    def payloads(self) -> list[memoryview | bytes]:
-        return [r.data for r in self.records]
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    stream: str
-    events: list[bytes]
-    reason: str
-
-
-@dataclass(slots=True)
-class FlushMark:
-    generation: int
-    marker: int
-    remaining: int
-    events: int
-    delivered: int = 0
-    failed: int = 0
-
-
-@dataclass(slots=True, eq=False)
 class _Span:
     """One segment's lines for a stream, from the first not yet in a record."""
 
@@ -116,6 +74,9 @@ class _Span:
 
 @dataclass(slots=True, eq=False)
 class StreamState:
+    """One delivery stream as the scheduler sees it: lines not yet in records, records
+    waiting, the call in flight, retries, and its rate limiter."""
+
     index: int
     name: str
     limiter: StreamLimiter
@@ -125,23 +86,17 @@ class StreamState:
     in_flight: Batch | None = None
     staged_bytes: int = 0
     staged_events: int = 0
-    #: Bytes waiting for this stream (staged, ready, retry): what routing weighs.
-    backlog_bytes: int = 0
     quota_wake: float | None = None
     records_sent: int = 0
     bytes_sent: int = 0
     throttled_records: int = 0
 
-
-@dataclass(slots=True)
-class Tick:
-    batches: list[Batch]
-    failures: list[Failure]
-    #: When to look again (monotonic); None: only when woken.
-    wake_at: float | None
-    #: Bytes producers wrote since the last tick. While they write, the worker looks again
-    #: within TICK_SECONDS; once they stop, it sleeps until a deadline or a put() wakes it.
-    arrived: int = 0
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes waiting for this stream (staged, ready, retrying; not in flight): what
+        routing weighs."""
+        return (self.staged_bytes + sum(r.wire for r in self.ready)
+                + sum(item[2].wire for item in self.retry))
 
 
 class _Attempt:
@@ -154,14 +109,19 @@ class _Attempt:
 
 
 class Scheduler:
+    """One buffer's delivery state machine (see the module's doc). Every method runs with
+    the engine's lock held; only :meth:`tick` changes state."""
+
     def __init__(
         self, config: BufferConfig, accumulator: Accumulator, router: Router, now: float,
-        ledger: Ledger | None = None,
+        ledger: Ledger | None = None, *, service: ServiceProfile = FIREHOSE,
     ) -> None:
         self.config = config
+        self.service = service
         self.acc = accumulator
         self.router = router
         self.ledger = ledger if ledger is not None else Ledger()
+        self.flushes = Flushes()
         self.streams = [
             StreamState(i, name, StreamLimiter(config.quota, config.quota_share, now))
             for i, name in enumerate(config.streams)
@@ -169,8 +129,11 @@ class Scheduler:
         self.outstanding_records = 0
         self.outstanding_events = 0
         self.outstanding_bytes = 0
-        self.flushed: list[FlushMark] = []
-        self._flushes: list[FlushMark] = []
+        #: Batches dispatched and without an outcome: at most ``config.concurrency``.
+        self.calls_in_flight = 0
+        #: The stream dispatch looks at first, turning, so that a cap below the number of
+        #: streams shares the calls out.
+        self._turn = 0
         self._next_id = 1
         #: Seconds the process spent frozen, left out of the TTL clock.
         self.frozen = 0.0
@@ -186,7 +149,8 @@ class Scheduler:
         """The scheduler with its accumulator and router wired as the buffer wires them
         (simulations and benchmarks use this too, so they run the same core)."""
         if router is None:
-            router = Router(config.streams, config.partition_key, config.router)
+            router = Router(config.streams, config.partition_key, config.router,
+                            max_line=config.max_line_bytes)
         acc = Accumulator(len(config.streams), config.max_buffer_bytes,
                           config.record_target_bytes, router.segment_full)
         return cls(config, acc, router, now, ledger)
@@ -198,18 +162,18 @@ class Scheduler:
         now: float,
         outcomes: Sequence[tuple[Batch, Outcome]] = (),
         *,
-        flush: int | None = None,
         everything: bool = False,
         abandon: str | None = None,
         expected: float | None = None,
     ) -> Tick:
         """Outcomes in; new lines found; records cut; flushes marked; batches out.
 
-        ``flush``: a flush generation to mark (everything seen so far is cut and covered).
-        ``everything``: cut every line now (closing). ``abandon``: fail all that is left with
-        this reason (close's deadline passed). ``expected``: when the caller meant to tick
-        (the end of its wait); a tick much later means the process was frozen, and that time
-        does not count against record_ttl_seconds.
+        A flush asked for since the last tick (``flushes.request()``) is marked: everything
+        seen so far is cut and covered. ``everything``: cut every line now (closing).
+        ``abandon``: fail all that is left with this reason (close's deadline passed).
+        ``expected``: when the caller meant to tick (the end of its wait); a tick much later
+        means the process was frozen, and that time does not count against
+        record_ttl_seconds.
         """
         if expected is not None and now - expected > FREEZE_SECONDS:
             self.frozen += now - expected
@@ -218,6 +182,7 @@ class Scheduler:
         for batch, outcome in outcomes:
             failures.extend(self._complete(batch, outcome, now, ttl_now))
         arrived = self._gather(ttl_now)
+        flush = self.flushes.due()
         if not self.router.keyed:
             if arrived:
                 self._maybe_move_on(now)
@@ -225,7 +190,8 @@ class Scheduler:
                 self._merge_tails(ttl_now)
         self._pack(ttl_now, everything=everything or flush is not None)
         if flush is not None:
-            self._mark_flush(flush)
+            self.flushes.mark(flush, self._next_id - 1, self.outstanding_records,
+                              self.outstanding_events)
         batches: list[Batch] = []
         if abandon is not None:
             failures.extend(self._abandon(abandon))
@@ -241,27 +207,19 @@ class Scheduler:
         return sum(self._gather_stream(s, ttl_now) for s in self.streams)
 
     def _gather_stream(self, s: StreamState, stamp: float) -> int:
-        acc = self.acc
-        ring = acc.rings[s.index]
         arrived = 0
-        # The current segment first, then what was handed over: a segment sealed in between
-        # shows up in ``handed``, and ``take`` rereads the current one under the lock (read
-        # the other way round, a segment sealed in between would be scanned twice).
-        current = ring.current
-        handed: list[Sealed | Oversized] = []
-        if ring.handed:
-            handed, current = acc.take(s.index)
-        for item in handed:
-            if isinstance(item, Oversized):
+        sealed, current = self.acc.take(s.index)
+        for item in sealed:
+            if type(item) is Oversized:
                 arrived += self._oversized(s, item.line, stamp)
                 continue
-            span = self._span_for(s, item.segment)
-            arrived += self._scan(s, span, item.end, stamp)
+            segment = cast(Segment, item)
+            span = self._span_for(s, segment)
+            arrived += self._scan(s, span, segment.tell(), stamp)
             span.sealed = True
         if current is not None:
             span = self._span_for(s, current)
-            if not span.sealed:
-                arrived += self._scan(s, span, current.mm.tell(), stamp)
+            arrived += self._scan(s, span, current.tell(), stamp)
         return arrived
 
     def _merge_tails(self, ttl_now: float) -> None:
@@ -289,10 +247,9 @@ class Scheduler:
                 sp.base = sp.ends[-1]
                 sp.stamps.clear()
             moved = s.staged_events
-            s.backlog_bytes -= s.staged_bytes
             s.staged_bytes = 0
             s.staged_events = 0
-            self.ledger.events_put -= moved  # counted again when scanned on the sticky stream
+            self.ledger.moved(moved)  # seen again when scanned on the sticky stream
             # Scanned now, with the age the lines already had, so linger still holds for them.
             self._gather_stream(self.streams[sticky], oldest)
 
@@ -310,7 +267,7 @@ class Scheduler:
             return 0
         ends = span.ends
         k0 = len(ends)
-        find = span.segment.mm.find
+        find = span.segment.find
         while pos < end:
             pos = find(b"\n", pos, end) + 1
             ends.append(pos)
@@ -326,16 +283,34 @@ class Scheduler:
         events = len(ends) - k0
         s.staged_bytes += new_bytes
         s.staged_events += events
-        s.backlog_bytes += new_bytes
-        self.ledger.events_put += events
+        self.ledger.seen(events)
         return new_bytes
 
     def _oversized(self, s: StreamState, line: bytes, ttl_now: float) -> int:
-        self.ledger.events_put += 1
-        record = self._record(line, 1, ttl_now, None)
-        s.ready.append(record)
-        s.backlog_bytes += len(line)
+        self.ledger.seen(1)
+        s.ready.append(self._record(line, 1, ttl_now, None))
         return len(line)
+
+    def adopt(self, index: int, lines: list[bytes], now: float) -> None:
+        """Lines that did not go through a segment (a put() re-entering on a thread that
+        held a lock could only hand them over): records of their own, held beside the
+        segments like lines longer than one."""
+        s = self.streams[index]
+        ttl_now = now - self.frozen
+        target = self.config.record_target_bytes
+        chunk: list[bytes] = []
+        size = 0
+        for line in [*lines, b""]:
+            if chunk and (not line or size + len(line) > target):
+                data = b"".join(chunk)
+                with self.acc.lock:
+                    self.acc.oversized_bytes += len(data)
+                self.ledger.seen(len(chunk))
+                s.ready.append(self._record(data, len(chunk), ttl_now, None))
+                chunk, size = [], 0
+            if line:
+                chunk.append(line)
+                size += len(line)
 
     def _maybe_move_on(self, now: float) -> None:
         """Keyless: once the sticky stream has had a record's worth, move to another."""
@@ -343,16 +318,18 @@ class Scheduler:
         if s.staged_bytes >= self.config.record_target_bytes or (
             s.staged_events >= self.config.max_events_per_record
         ):
-            self.router.visit_full([
-                st.limiter.affordable_bytes(now) - st.backlog_bytes for st in self.streams
-            ])
+            headroom = [st.limiter.affordable_bytes(now) - st.backlog_bytes
+                        for st in self.streams]
+            # The segment-full hook moves the route too, from put()'s slow path: one lock.
+            with self.acc.lock:
+                self.router.visit_full(headroom)
 
     # -- records --------------------------------------------------------------------------
 
     def _record(
         self, data: memoryview | bytes, events: int, born: float, segment: Segment | None,
     ) -> Record:
-        record = Record(self._next_id, data, events, born, segment)
+        record = Record(self._next_id, data, events, len(data), born, segment)
         self._next_id += 1
         self.outstanding_records += 1
         self.outstanding_events += events
@@ -415,15 +392,27 @@ class Scheduler:
         span.first = first
         span.base = base
 
+    def expired(self, r: Record, ttl_now: float) -> bool:
+        """A record past record_ttl_seconds that has had at least one attempt (after a
+        freeze, every record gets one try before it can expire)."""
+        return r.attempts > 0 and ttl_now >= r.born + self.config.record_ttl_seconds
+
     # -- batches --------------------------------------------------------------------------
 
     def _dispatch(self, now: float, ttl_now: float, failures: list[Failure]) -> list[Batch]:
-        """Batches that quotas allow now, at most one in flight per stream."""
+        """Batches that quotas allow now: at most one in flight per stream, and at most
+        ``config.concurrency`` in flight in all (a cap counted where calls start: a batch
+        dispatched is a call a sender makes at once, never one waiting in a queue)."""
         batches: list[Batch] = []
-        for s in self.streams:
+        n = len(self.streams)
+        start = self._turn
+        for step in range(n):
+            s = self.streams[(start + step) % n]
             if s.in_flight is not None or not (s.ready or s.retry):
                 s.quota_wake = None if s.in_flight is not None else s.quota_wake
                 continue
+            if self.calls_in_flight >= self.config.concurrency:
+                break
             if s.quota_wake is not None and now < s.quota_wake:
                 continue
             s.quota_wake = None
@@ -433,12 +422,15 @@ class Scheduler:
             count = self._affordable(s, candidates, now)
             if count:
                 chosen = candidates[:count]
-                nbytes = sum(len(r.data) for r in chosen)
+                nbytes = sum(r.wire for r in chosen)
                 s.limiter.take(nbytes, count, now)
-                s.backlog_bytes -= nbytes
+                for r in chosen:
+                    r.attempts += 1
                 batch = Batch(s.index, s.name, chosen, nbytes, now)
                 s.in_flight = batch
+                self.calls_in_flight += 1
                 batches.append(batch)
+                self._turn = (s.index + 1) % n
             for r in reversed(candidates[count:]):
                 self._put_back(s, r)
         return batches
@@ -446,7 +438,6 @@ class Scheduler:
     def _candidates(self, s: StreamState, ttl_now: float, failures: list[Failure]) -> list[Record]:
         """The next batch's records: due retries first, then fresh ones, failing the expired."""
         cfg = self.config
-        deadline = ttl_now - cfg.record_ttl_seconds
         out: list[Record] = []
         size = 0
         while len(out) < cfg.max_batch_records and size < cfg.batch_target_bytes:
@@ -456,16 +447,12 @@ class Scheduler:
                 r = s.ready.popleft()
             else:
                 break
-            if r.born <= deadline and r.attempts:
-                # Only a record that has had a try can expire: after a freeze, every record
-                # gets at least one attempt.
-                s.backlog_bytes -= len(r.data)
+            if self.expired(r, ttl_now):
                 failures.append(self._fail(s, r, Reason.TTL_EXPIRED))
                 continue
             out.append(r)
-            size += len(r.data)
-        count = take_batch([len(r.data) for r in out], cfg.max_batch_records,
-                           cfg.batch_target_bytes)
+            size += r.wire
+        count = take_batch([r.wire for r in out], cfg.max_batch_records, cfg.batch_target_bytes)
         for r in reversed(out[count:]):
             self._put_back(s, r)
         return out[:count]
@@ -484,7 +471,7 @@ class Scheduler:
         whatever trickles into the bucket would mean many tiny requests, each costing CPU.
         """
         limiter = s.limiter
-        sizes = [len(r.data) for r in records]
+        sizes = [r.wire for r in records]
         need = min(sum(sizes), max(sizes[0], self.config.batch_target_bytes // 4))
         wait = limiter.wait_time(need, 1, now)
         if wait > 0.0:
@@ -504,8 +491,10 @@ class Scheduler:
         if s.in_flight is not batch:
             return []  # abandoned at close: already failed
         s.in_flight = None
-        c = self.ledger
-        c.requests_sent += 1
+        self.calls_in_flight -= 1
+        ledger = self.ledger
+        service = self.service
+        ledger.call_completed(throttled=outcome.throttled, error=outcome.error, stream=s.name)
         failures: list[Failure] = []
         if outcome.throttled:
             s.limiter.throttled(now)
@@ -514,16 +503,14 @@ class Scheduler:
                 if code is None:
                     self._deliver(s, record)
                     continue
-                c.last_error = f"{s.name}: {code}"
-                if FIREHOSE.is_throttle(code):
-                    c.throttled_records += 1
+                throttled = service.is_throttle(code)
+                ledger.record_refused(s.name, code, throttled=throttled)
+                if throttled:
                     s.throttled_records += 1
-                self._retry(s, record, ttl_now, unknown=False, failures=failures)
+                self._retry(s, record, ttl_now, unknown=service.not_acknowledged(code),
+                            failures=failures)
             return failures
         error = outcome.error or "Unknown"
-        c.last_error = f"{s.name}: {error}"
-        if outcome.throttled:
-            c.throttled_requests += 1
         if outcome.retryable:
             for record in batch.records:
                 self._retry(s, record, ttl_now, unknown=outcome.unknown, failures=failures)
@@ -532,14 +519,10 @@ class Scheduler:
         return failures
 
     def _deliver(self, s: StreamState, r: Record) -> None:
-        c = self.ledger
-        size = len(r.data)
-        c.events_delivered += r.events
-        c.records_sent += 1
-        c.bytes_sent += size
-        c.billed_bytes += billed_bytes(size)
+        wire = r.wire
+        self.ledger.delivered(r.events, r.raw, wire, self.service.billed(wire))
         s.records_sent += 1
-        s.bytes_sent += size
+        s.bytes_sent += wire
         self._resolve(r, delivered=True)
 
     def _retry(
@@ -547,85 +530,66 @@ class Scheduler:
         failures: list[Failure],
     ) -> None:
         if unknown:
-            self.ledger.possible_duplicates += r.events
-        if ttl_now >= r.born + self.config.record_ttl_seconds:
+            self.ledger.maybe_duplicated(r.events)
+        if self.expired(r, ttl_now):
             failures.append(self._fail(s, r, Reason.TTL_EXPIRED))
             return
-        r.attempts += 1
         delay = self._wait(cast(RetryCallState, _Attempt(r.attempts)))
         r.not_before = min(ttl_now + delay, r.born + self.config.record_ttl_seconds)
         heapq.heappush(s.retry, (r.not_before, r.id, r))
-        s.backlog_bytes += len(r.data)
-        self.ledger.retried_records += 1
+        self.ledger.retried()
 
     def _fail(self, s: StreamState, r: Record, reason: str) -> Failure:
         self.ledger.failed(reason, r.events)
-        failure = Failure(s.name, r.lines(), reason)
+        # A copy: the record's memory is reused once it is resolved.
+        failure = Failure(s.name, reason, [bytes(r.data)], r.events)
         self._resolve(r, delivered=False)
         return failure
 
     def _resolve(self, r: Record, *, delivered: bool) -> None:
         self.outstanding_records -= 1
         self.outstanding_events -= r.events
-        self.outstanding_bytes -= len(r.data)
+        self.outstanding_bytes -= r.wire
         segment = r.segment
         if segment is not None:
             r.data = b""  # let go of the segment's memory before it is reused
             segment.open_records -= 1
-            if segment.open_records == 0 and segment.retired:
-                self.acc.release(segment)
+            seg = cast(Segment, segment)
+            if segment.open_records == 0 and seg.retired:
+                self.acc.release(seg)
         else:
-            self.acc.release_oversized(len(r.data))
-        if self._flushes:
-            for mark in self._flushes:
-                if r.id <= mark.marker:
-                    mark.remaining -= 1
-                    if delivered:
-                        mark.delivered += r.events
-                    else:
-                        mark.failed += r.events
-            while self._flushes and self._flushes[0].remaining <= 0:
-                self.flushed.append(self._flushes.pop(0))
+            self.acc.release_oversized(r.raw)
+        self.flushes.resolved(r.id, r.events, delivered=delivered)
 
-    # -- flush, close, scheduling ---------------------------------------------------------
-
-    def _mark_flush(self, generation: int) -> None:
-        """Every line seen is in a record now: the flush is done when every record that
-        exists has an outcome."""
-        mark = FlushMark(generation, self._next_id - 1, self.outstanding_records,
-                         self.outstanding_events)
-        if mark.remaining == 0 and not self._flushes:
-            self.flushed.append(mark)
-        else:
-            self._flushes.append(mark)
-
-    def pending_flushes(self) -> list[FlushMark]:
-        return list(self._flushes)
+    # -- close, scheduling, levels --------------------------------------------------------
 
     def _abandon(self, reason: str) -> list[Failure]:
-        """Fail everything not yet delivered, in flight included (it may have landed)."""
+        """Fail everything not yet delivered, in flight included (it may have landed, if
+        its call started)."""
         failures: list[Failure] = []
         for s in self.streams:
             pending = list(s.ready) + [item[2] for item in sorted(s.retry)]
-            if s.in_flight is not None:
-                for r in s.in_flight.records:
-                    self.ledger.possible_duplicates += r.events
-                pending.extend(s.in_flight.records)
+            batch = s.in_flight
+            if batch is not None:
+                if batch.started_at is not None:
+                    self.ledger.maybe_duplicated(sum(r.events for r in batch.records))
+                pending.extend(batch.records)
+                self.calls_in_flight -= 1
             s.ready.clear()
             s.retry.clear()
             s.in_flight = None
-            s.backlog_bytes = 0
             failures.extend(self._fail(s, r, reason) for r in pending)
         return failures
 
     def _next_wake(self, now: float, ttl_now: float, arrived: int) -> float | None:
         linger = self.config.linger_seconds * (1 - DEADLINE_MARGIN)
+        capped = self.calls_in_flight >= self.config.concurrency
         times: list[float] = []
         for s in self.streams:
             for span in s.spans:
                 if span.first < len(span.ends):
                     times.append(span.stamps[0][1] + linger + self.frozen)
-            if s.in_flight is None:
+            if s.in_flight is None and not capped:
                 if s.quota_wake is not None:
                     times.append(s.quota_wake)
                 elif s.retry:
@@ -643,42 +607,27 @@ class Scheduler:
         )
 
     def snapshot(self) -> BufferStats:
-        """The counters as a frozen BufferStats (the caller holds the lock)."""
-        c = self.ledger
+        """The counters and levels as a frozen BufferStats."""
         unseen = self.unseen_events()
-        staged = sum(s.staged_events for s in self.streams)
-        return BufferStats(
-            events_put=c.events_put + unseen,
-            events_delivered=c.events_delivered,
-            events_failed=c.events_failed,
-            events_dropped=c.events_dropped,
-            events_buffered=staged + self.outstanding_events + unseen,
-            bytes_buffered=sum(s.staged_bytes for s in self.streams) + self.outstanding_bytes,
-            records_sent=c.records_sent,
-            bytes_sent=c.bytes_sent,
-            billed_bytes=c.billed_bytes,
-            requests_sent=c.requests_sent,
-            throttled_records=c.throttled_records,
-            throttled_requests=c.throttled_requests,
-            retried_records=c.retried_records,
-            possible_duplicates=c.possible_duplicates,
-            last_error=c.last_error,
-            failures_by_reason=dict(c.failures),
-            streams=tuple(
-                StreamStats(
-                    name=s.name,
-                    allowed_share=s.limiter.share,
-                    allowed_bytes_per_second=s.limiter.bytes_per_second,
-                    backlog_bytes=s.backlog_bytes,
-                    records_sent=s.records_sent,
-                    bytes_sent=s.bytes_sent,
-                    throttled_records=s.throttled_records,
-                )
-                for s in self.streams
-            ),
-            events_spooled=c.events_spooled,
-            events_replayed=c.events_replayed,
-            events_lost=c.events_lost,
+        streams = tuple(
+            StreamStats(
+                name=s.name,
+                allowed_share=s.limiter.share,
+                allowed_bytes_per_second=s.limiter.bytes_per_second,
+                backlog_bytes=s.backlog_bytes,
+                records_sent=s.records_sent,
+                bytes_sent=s.bytes_sent,
+                throttled_records=s.throttled_records,
+            )
+            for s in self.streams
+        )
+        return self.ledger.snapshot(
+            unseen=unseen,
+            buffered_events=sum(s.staged_events for s in self.streams)
+            + self.outstanding_events + unseen,
+            buffered_bytes=sum(s.staged_bytes for s in self.streams) + self.outstanding_bytes,
+            memory_bytes=self.acc.held_bytes(),
+            streams=streams,
         )
 
     def pending_events(self) -> int:
@@ -690,14 +639,15 @@ class Scheduler:
         """Events written since the last tick (for stats between ticks)."""
         count = 0
         for s in self.streams:
-            current = self.acc.rings[s.index].current
-            if current is None:
-                continue
-            span = s.spans[-1] if s.spans and s.spans[-1].segment is current else None
-            pos = span.scanned if span is not None else 0
-            end = current.mm.tell()
-            find = current.mm.find
-            while pos < end:
-                pos = find(b"\n", pos, end) + 1
-                count += 1
+            scanned = {id(sp.segment): sp.scanned for sp in s.spans if not sp.sealed}
+            for entry in list(self.acc.rings[s.index]):
+                if type(entry) is Oversized:
+                    count += not entry.taken
+                elif type(entry) is Segment:
+                    pos = scanned.get(id(entry), 0)
+                    end = entry.tell()
+                    find = entry.find
+                    while pos < end:
+                        pos = find(b"\n", pos, end) + 1
+                        count += 1
         return count

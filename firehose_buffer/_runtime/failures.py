@@ -1,20 +1,26 @@
 """Where failed events go: the spool if there is one, then ``on_failure``, then a log line.
 
-Runs on the worker thread with no lock held (the callback and logging handlers are user
-code, and may put() into a buffer). Failures are merged per stream and reason first, so a
-slow callback is called once per kind of failure, not once per record.
+Runs on the worker thread (and the replayer's) with no lock held: the callback and logging
+handlers are user code, and may put() into a buffer. Failures are merged per stream and
+reason first, so a slow callback is called once per kind of failure, not once per record;
+the spool gets whole records (they are JSON lines already), never an object per event. Each
+batch of events, once kept or handed over, is settled with the engine, in one critical
+section with the count close() reads.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from .._core.ledger import Ledger, Reason
-from .._core.scheduler import Failure
+from .._core.ledger import Reason
+from .._core.records import Failure
 from .._storage.spool import Spool
 from .logs import RateLimitedLog
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 log = logging.getLogger("firehose_buffer")
 _OURS = frozenset(r.value for r in Reason)
@@ -22,65 +28,60 @@ _OURS = frozenset(r.value for r in Reason)
 
 def merge(failures: Sequence[Failure]) -> list[Failure]:
     """One failure per stream and reason (in linear time: closing can fail thousands)."""
-    events: dict[tuple[str, str], list[bytes]] = {}
+    merged: dict[tuple[str, str], Failure] = {}
     for f in failures:
-        events.setdefault((f.stream, f.reason), []).extend(f.events)
-    return [Failure(stream, lines, reason) for (stream, reason), lines in events.items()]
+        into = merged.get((f.stream, f.reason))
+        if into is None:
+            merged[(f.stream, f.reason)] = Failure(f.stream, f.reason, list(f.chunks), f.count)
+        else:
+            into.chunks.extend(f.chunks)
+            into.count += f.count
+    return list(merged.values())
 
 
 class FailureSink:
+    """The one funnel for every event that will not be delivered (see the module's doc)."""
+
     def __init__(
         self,
         spool: Spool | None,
         on_failure: Callable[[list[bytes], str], None] | None,
-        ledger: Ledger,
-        lock: threading.Lock,
+        engine: Engine,
     ) -> None:
         self.spool = spool
         self.on_failure = on_failure
-        self._ledger = ledger
-        self._lock = lock
+        self._engine = engine
         self._logs: dict[tuple[str, str], RateLimitedLog] = {}
-        #: Events given to this sink and not yet kept in the spool or handed to on_failure:
-        #: what close() counts as lost if its deadline comes first.
-        self.in_hand = 0
 
     def report(self, failures: Sequence[Failure], *, respool: bool = True) -> None:
         """Keep or hand over every event; ``respool=False`` skips the spool (lines that
         came from it and cannot be sent would otherwise go round forever)."""
-        merged = merge(failures)
-        with self._lock:
-            self.in_hand += sum(len(f.events) for f in merged)
-        for failure in merged:
+        for failure in merge(failures):
             self._one(failure, respool)
 
     def _one(self, failure: Failure, respool: bool) -> None:
-        count = len(failure.events)
+        count = failure.count
         if failure.reason not in _OURS:
             self._log(failure).error(
                 "PutRecordBatch to %s failed with %s, which waiting cannot fix: %d events "
                 "failed", failure.stream, failure.reason, count)
         spool = self.spool
-        if spool is not None and respool and failure.events:
-            data = b"\n".join(failure.events) + b"\n"
-            kept = spool.append(failure.stream, data)
-            if kept:
-                with self._lock:
-                    self._ledger.events_spooled += count
-                    self.in_hand -= count
-                self._log(failure).warning(
-                    "%d events for %s could not be delivered (%s): kept in the spool %s",
-                    count, failure.stream, failure.reason, spool.directory)
-                return
-        with self._lock:
-            self.in_hand -= count  # handed over now (or only logged: nowhere to keep them)
+        if spool is not None and respool and count and spool.append(failure.stream,
+                                                                     failure.chunks):
+            self._engine.settled(count, spooled=True)
+            self._log(failure).warning(
+                "%d events for %s could not be delivered (%s): kept in the spool %s",
+                count, failure.stream, failure.reason, spool.directory)
+            return
+        # Handed over now (or only logged: nowhere to keep them).
+        self._engine.settled(count, spooled=False)
         if self.on_failure is None:
             self._log(failure).warning(
                 "%d events for %s failed (%s); set on_failure or spool_dir to keep them",
                 count, failure.stream, failure.reason)
             return
         try:
-            self.on_failure(failure.events, failure.reason)
+            self.on_failure(failure.lines(), failure.reason)
         except Exception:
             log.exception("on_failure callback raised; the worker carries on")
 

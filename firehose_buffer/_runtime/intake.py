@@ -1,50 +1,43 @@
-"""The way into the accumulator when put()'s lock-free write does not go: the memory bound,
-``on_full`` and closing; and the spool replay's way in, which waits for room."""
+"""The ways into the accumulator other than put()'s lock-free write: put()'s slow path (a new
+segment, the memory bound, ``on_full``, closing), a put() re-entering on a thread that holds
+one of the buffer's locks, and the spool replay."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import threading
-import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .._core.ledger import Ledger, Reason
-from .._storage.segments import Accumulator, Full
-from .._storage.spool import Spool
-from ..config import BufferConfig
+from .._storage.segments import Full
 from ..errors import BufferClosedError, BufferFullError
 from .logs import RateLimitedLog
-from .worker import Worker
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 log = logging.getLogger("firehose_buffer")
 
 
 class Intake:
-    def __init__(
-        self,
-        config: BufferConfig,
-        *,
-        acc: Accumulator,
-        worker: Worker,
-        spool: Spool | None,
-        ledger: Ledger,
-        lock: threading.Lock,
-        ensure_started: Callable[[], None],
-    ) -> None:
-        self.config = config
-        self.acc = acc
-        self.worker = worker
-        self.spool = spool
-        self.ledger = ledger
-        self.lock = lock
-        self.ensure_started = ensure_started
+    """put()'s slow path and the other ways in (see the module's doc)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.acc = engine.acc
         self.full_log = RateLimitedLog(log, interval=10.0)
 
     def slow(self, index: int, line: bytes) -> bool:
         """put()'s way in when the fast write failed: a new segment, the memory bound and
         ``on_full``, or BufferClosedError."""
+        engine = self.engine
+        if engine.guard.inside():
+            # Re-entering (a signal handler, a finalizer) on a thread holding one of our
+            # locks: waiting for it would deadlock; the worker takes the line instead.
+            return engine.worker.hand(index, line)
         acc = self.acc
+        config = self.config
         deadline: float | None = None
         with acc.lock:
             while True:
@@ -56,56 +49,75 @@ class Intake:
                     break
                 except Full:
                     pass
-                on_full = self.config.on_full
+                on_full = config.on_full
                 if on_full in ("drop", "spill"):
                     appended = False
                     break
                 if on_full == "raise" or _on_event_loop():
                     raise BufferFullError(
-                        f"buffer holds {self.config.max_buffer_bytes} bytes (max_buffer_bytes)")
-                if deadline is None:
-                    deadline = time.monotonic() + self.config.max_block_seconds
-                    self.worker.wake()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or threading.current_thread() is self.worker.thread:
+                        f"buffer holds {config.max_buffer_bytes} bytes (max_buffer_bytes)")
+                if engine.worker.is_current():
                     # The worker makes the room: it must never wait for it itself.
                     raise BufferFullError(
-                        f"buffer stayed full for max_block_seconds="
-                        f"{self.config.max_block_seconds}")
+                        f"buffer is full (max_buffer_bytes={config.max_buffer_bytes}) and "
+                        "put() on the worker thread (an on_failure callback) cannot wait")
+                if deadline is None:
+                    deadline = engine.clock() + config.max_block_seconds
+                    engine.worker.wake()
+                remaining = deadline - engine.clock()
+                if remaining <= 0:
+                    raise BufferFullError(
+                        f"buffer stayed full for max_block_seconds={config.max_block_seconds}")
                 acc.room.wait(remaining)
         if not appended:
             return self._when_full(index, line)
-        self.ensure_started()
-        self.worker.wake()
+        engine.ensure_started()
+        engine.worker.wake()
         return True
 
     def _when_full(self, index: int, line: bytes) -> bool:
         """on_full is "drop" or "spill": count, say so, maybe spill (outside every lock)."""
+        engine = self.engine
         config = self.config
-        spool = self.spool
+        spool = engine.spool
         if config.on_full == "spill" and spool is not None:
-            kept = spool.append(config.streams[index], line, sync=False)
-            with self.lock:
+            kept = spool.append(config.streams[index], [line], sync=False)
+            with engine.lock:
                 if kept:
-                    self.ledger.events_put += 1
-                    self.ledger.failed(Reason.BUFFER_FULL.value, 1)
-                    self.ledger.events_spooled += 1
+                    engine.ledger.spilled(1)
                 else:
-                    self.ledger.events_dropped += 1
+                    engine.ledger.dropped(1)
             if kept:
                 self.full_log.warning("buffer full (max_buffer_bytes=%d): event spilled to %s",
                                       config.max_buffer_bytes, spool.directory)
                 return True
             self.full_log.warning("buffer full and the spool failed: event dropped")
             return False
-        with self.lock:
-            self.ledger.events_dropped += 1
+        with engine.lock:
+            engine.ledger.dropped(1)
         self.full_log.warning("buffer full (max_buffer_bytes=%d): event dropped",
                               config.max_buffer_bytes)
         return False
 
+    def adopt(self, handed: list[tuple[int, bytes]], dropped: int) -> None:
+        """On the worker: lines re-entrant puts handed over, and how many they refused.
+        Each line becomes its own record (outside the segments, like an oversized line)."""
+        engine = self.engine
+        by_stream: dict[int, list[bytes]] = {}
+        for index, line in handed:
+            by_stream.setdefault(index, []).append(line)
+        with engine.lock:
+            if dropped:
+                engine.ledger.dropped(dropped)
+            for index, lines in by_stream.items():
+                engine.scheduler.adopt(index, lines, engine.clock())
+        if dropped:
+            self.full_log.warning("%d events put re-entrantly (from a signal handler or a "
+                                  "finalizer) while many were waiting: dropped", dropped)
+
     def replayed(self, index: int, line: bytes, stop: threading.Event) -> bool:
         """The replay's way in: the same accumulator, waiting for room as long as it takes."""
+        engine = self.engine
         acc = self.acc
         with acc.lock:
             while True:
@@ -115,11 +127,11 @@ class Intake:
                     acc.slow_append(index, line)
                     break
                 except Full:
-                    self.worker.wake()
+                    engine.worker.wake()
                     acc.room.wait(0.25)
-        with self.lock:
-            self.ledger.events_replayed += 1
-        self.worker.wake()
+        with engine.lock:
+            engine.ledger.replayed(1)
+        engine.worker.wake()
         return True
 
 

@@ -13,20 +13,24 @@ import threading
 from typing import TYPE_CHECKING
 
 from .._core.encoding import is_valid_line
-from .._core.scheduler import Failure
 from .._storage.spool import Claim, SpoolFile, claim
 
 if TYPE_CHECKING:
-    from ..buffer import FirehoseBuffer
+    from .engine import Engine
 
 log = logging.getLogger("firehose_buffer")
 
 
 class Replayer:
-    def __init__(self, buffer: FirehoseBuffer, files: list[SpoolFile]) -> None:
-        self._buffer = buffer
+    """The thread that feeds spool files found at start back into the buffer."""
+
+    def __init__(self, engine: Engine, files: list[SpoolFile]) -> None:
+        self._engine = engine
         self._files = files
         self._done = threading.Event()
+        #: Set once nothing more will be fed (everything fed, or stopped and the rest moved
+        #: to a new spool file); the replay then only waits for outcomes.
+        self._fed = threading.Event()
         self._stop = threading.Event()
         self._claim: Claim | None = None
         self._thread = threading.Thread(target=self._run, name="firehose-buffer-replay",
@@ -37,6 +41,11 @@ class Replayer:
 
     def wait(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)
+
+    def wait_fed(self, timeout: float | None) -> bool:
+        """Until nothing more will be fed (what close() waits for: the replay's own last
+        flush then ends with close's)."""
+        return self._fed.wait(timeout)
 
     def stop(self) -> None:
         self._stop.set()
@@ -63,13 +72,16 @@ class Replayer:
         except Exception:
             log.exception("replaying the spool failed; its files stay for the next run")
         finally:
+            self._fed.set()
             self._done.set()
 
     def _replay(self, taken: Claim) -> None:
-        buffer = self._buffer
-        spool = buffer._spool
+        engine = self._engine
+        spool = engine.spool
         assert spool is not None
-        max_line = buffer._max_line
+        max_line = engine.config.max_line_bytes
+        router = engine.router
+        intake = engine.intake
         errors_before = spool.errors
         unsendable: dict[str, list[bytes]] = {}
         fed = 0
@@ -81,8 +93,8 @@ class Replayer:
                 if problem is not None:
                     unsendable.setdefault(problem, []).append(line[:-1])
                     continue
-                index = buffer._router.for_stream(taken.stream, line[:-1])
-                if not buffer._intake.replayed(index, line, self._stop):
+                index = router.for_stream(taken.stream, line[:-1])
+                if not intake.replayed(index, line, self._stop):
                     rest = chunk[i:]
                     break
                 fed += 1
@@ -92,24 +104,20 @@ class Replayer:
         if rest:
             # Closed while replaying: what was not fed moves to this run's spool file, so the
             # original can go once what was fed has an outcome.
-            moved = spool.append(taken.stream, b"".join(rest))
+            moved = spool.append(taken.stream, rest)
             for chunk in chunks:
-                moved = spool.append(taken.stream, b"".join(chunk)) and moved
+                moved = spool.append(taken.stream, chunk) and moved
         if unsendable:
             count = sum(len(v) for v in unsendable.values())
-            with buffer._lock:
-                buffer._ledger.events_put += count
-                buffer._ledger.events_replayed += count
-                for reason, lines in unsendable.items():
-                    buffer._ledger.failed(reason, len(lines))
             log.warning("spool file %s holds %d lines that cannot be sent; handed to "
                         "on_failure, not kept", taken.path, count)
-            buffer._sink.report([Failure(taken.stream, lines, reason)
-                            for reason, lines in unsendable.items()], respool=False)
+            engine.unsendable(taken.stream, unsendable)
         if taken.torn_bytes:
             log.warning("spool file %s ends with %d bytes of a line cut short by a crash; "
                         "skipped", taken.path, taken.torn_bytes)
-        result = buffer._worker.flush(None)
+        if rest:
+            self._fed.set()
+        result = engine.flush(None)
         if result.pending == 0 and moved and spool.errors == errors_before:
             taken.remove()
             log.info("replayed %d events from spool file %s", fed, taken.path)

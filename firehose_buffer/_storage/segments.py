@@ -1,22 +1,29 @@
 """Where put() leaves its lines: per stream, segments of memory allocated once and reused.
 
-A segment is a private anonymous ``mmap`` of ``segment_bytes``. put() appends one encoded
-line with ``mmap.write``, a single C call that copies the bytes and moves the write position
-while holding the GIL: no lock, no object kept per event, no fresh pages touched once a
-segment has been used. The worker reads what was written with ``tell()`` and finds the line
-ends with ``find`` (each byte is scanned once); records are ``memoryview`` slices of a
-segment, so nothing is copied again until the transport base64-encodes them.
+A :class:`Segment` is a private anonymous ``mmap``. Each stream has a ring: a list whose last
+entry is the segment put() writes to, preceded by the segments it has moved on from that the
+worker has not taken yet. put() appends one encoded line with ``ring[-1].write(line)``, a
+single C call that copies the bytes and moves the write position while holding the GIL: no
+lock, no object kept per event, no fresh pages touched once a segment has been used. The
+worker reads what was written with ``tell()`` and cuts records as ``memoryview`` slices, so
+nothing is copied again until the transport encodes them.
 
-Why the fast path needs no lock: a producer loads the stream's current ``mmap`` and calls
-its ``write`` in one expression, and CPython (with the GIL) switches threads only between
-calls, so no write can land in a segment after another thread has swapped it out. When a
-write does not fit (``ValueError``), or the stream has no segment yet, or the buffer is
-closed, put() takes :meth:`Accumulator.slow_append`, under the lock. Free-threaded builds
-take the lock on every put (see ``LOCK_FREE``).
+Why the fast path needs no lock: a producer loads ``ring[-1]`` and calls its ``write`` in
+one expression, and CPython (with the GIL) switches threads, and runs signal handlers, only
+between calls and on backward jumps, so no write can land in a segment after another thread
+has moved the stream on. When a write does not fit (``ValueError``), or the stream has no
+segment yet, or the buffer is closed, put() takes :meth:`Accumulator.slow_append`, under the
+lock. Free-threaded builds take the lock on every put (see ``LOCK_FREE``).
 
-The memory bound: at most ``max_buffer_bytes // segment_bytes`` segments exist; a segment
-goes back to the pool when every record cut from it has an outcome. Lines longer than a
-segment are kept as their own ``bytes`` and counted against the same bound.
+Why a ring is a list: moving a stream to a new segment is ONE step, ``ring.append(new)``.
+The old segment is sealed (no put() can reach it any more) and handed to the worker by the
+same C call, so an exception raised between two steps (a signal handler's, a
+KeyboardInterrupt) can never leave a sealed segment that nobody will read. An exception
+between taking a free segment and appending it can leak that segment's capacity; the
+memory bound finds such segments again before it refuses an event (:meth:`_reclaim`).
+
+The memory bound: segments allocated plus lines kept apart (longer than a segment) never
+exceed ``max_buffer_bytes``; free segments are unmapped when a long line needs their room.
 """
 
 from __future__ import annotations
@@ -24,15 +31,21 @@ from __future__ import annotations
 import mmap
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Final
 
 #: False on a free-threaded CPython, where the lock-free append is not atomic.
 LOCK_FREE: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 MIN_SEGMENT_BYTES = 4096
 MAX_SEGMENT_BYTES = 4 * 1024 * 1024
+
+#: Segment states (``Segment.state``).
+FREE: Final = 0
+#: In a stream's ring: being written, or sealed and not yet taken by the worker.
+FILLING: Final = 1
+#: Taken by the worker; free again once every record cut from it has an outcome.
+TAKEN: Final = 2
 
 
 def segment_size(max_buffer_bytes: int, streams: int, record_bytes: int) -> int:
@@ -49,59 +62,58 @@ def segment_size(max_buffer_bytes: int, streams: int, record_bytes: int) -> int:
     return max(MIN_SEGMENT_BYTES, min(MAX_SEGMENT_BYTES, size))
 
 
+class Segment(mmap.mmap):
+    """A stretch of reused memory that lines are appended to; records are slices of it."""
+
+    __slots__ = ("open_records", "retired", "state", "view")
+
+    open_records: int
+    retired: bool
+    state: int
+    view: memoryview
+
+    @classmethod
+    def allocate(cls, size: int) -> Segment:
+        segment = cls(-1, size, flags=mmap.MAP_PRIVATE)
+        segment.view = memoryview(segment)
+        #: Records cut from this segment that have no outcome yet.
+        segment.open_records = 0
+        #: Wholly cut into records: free once ``open_records`` is zero.
+        segment.retired = False
+        segment.state = FREE
+        return segment
+
+    def unmap(self) -> None:
+        self.view.release()
+        self.close()
+
+
+class Oversized:
+    """One line longer than a segment, kept as its own bytes in the stream's ring. put()
+    never writes into it: the next put() moves the stream on to a new segment."""
+
+    __slots__ = ("line", "taken")
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+        self.taken = False
+
+    def write(self, data: bytes, /) -> int:
+        raise ValueError("an oversized line is not a segment")
+
+
 class Closed:
-    """Stands in for a stream's mmap when it has none (before first use, after close):
-    every write fails, so put() falls to the slow path, which knows why."""
+    """A ring's only entry before first use and its last after close: every write fails,
+    so put() falls to the slow path, which knows why."""
 
     __slots__ = ()
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes, /) -> int:
         raise ValueError("no segment")
-
-    def tell(self) -> int:
-        return 0
 
 
 NO_SEGMENT = Closed()
-
-
-class Segment:
-    __slots__ = ("mm", "open_records", "retired", "view")
-
-    def __init__(self, size: int) -> None:
-        self.mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
-        self.view = memoryview(self.mm)
-        #: Records cut from this segment that have no outcome yet.
-        self.open_records = 0
-        #: Sealed and wholly cut into records: free once ``open_records`` is zero.
-        self.retired = False
-
-
-@dataclass(slots=True)
-class Sealed:
-    """A segment a stream has moved on from, with where its last line ends."""
-
-    segment: Segment
-    end: int
-
-
-@dataclass(slots=True)
-class Oversized:
-    """One line longer than a segment, kept as it is."""
-
-    line: bytes
-
-
-class Ring:
-    """One stream's place in the accumulator. ``mm`` is what put() writes to."""
-
-    __slots__ = ("current", "handed", "mm")
-
-    def __init__(self) -> None:
-        self.mm: mmap.mmap | Closed = NO_SEGMENT
-        self.current: Segment | None = None
-        #: Sealed segments and oversized lines, in put order, for the worker to take.
-        self.handed: deque[Sealed | Oversized] = deque()
+Entry = Segment | Oversized | Closed
 
 
 class Full(Exception):
@@ -109,6 +121,13 @@ class Full(Exception):
 
 
 class Accumulator:
+    """Every stream's ring, the pool of free segments and the memory bound.
+
+    Producers write lock-free to ``rings[i][-1]``; everything else happens under ``lock``:
+    the slow path (:meth:`slow_append`), the worker's :meth:`take` and :meth:`release`,
+    closing, and (through ``on_seal``) the keyless router's moves.
+    """
+
     def __init__(
         self, streams: int, max_buffer_bytes: int, record_bytes: int,
         on_seal: Callable[[int], None] | None = None,
@@ -117,25 +136,28 @@ class Accumulator:
         #: Told (under the lock) when a stream moves to a new segment: the router's hook.
         self.on_seal = on_seal
         self.max_buffer_bytes = max_buffer_bytes
-        self.rings = [Ring() for _ in range(streams)]
-        self.lock = threading.Lock()
+        #: What put() writes to: ``rings[i][-1].write(line)``.
+        self.rings: list[list[Entry]] = [[NO_SEGMENT] for _ in range(streams)]
+        #: Re-entrant only so that a put() re-entering on a thread that holds it can tell
+        #: (see ``_runtime/guard.py``); nothing here takes it twice.
+        self.lock = threading.RLock()
         #: Notified (under ``lock``) whenever room appears.
         self.room = threading.Condition(self.lock)
         self._free: list[Segment] = []
-        self._segments = 0
+        #: Every segment allocated and not unmapped.
+        self._all: list[Segment] = []
         self.oversized_bytes = 0
         self.closed = False
 
     # -- producers (slow path; the fast path is inlined in put()) ----------------------------
 
     def append(self, index: int, line: bytes) -> None:
-        """Exactly what put() does with an encoded line, for the simulations and benchmarks
-        that drive the scheduler: the lock-free write, else :meth:`slow_append` under the
-        lock. Raises :class:`Full` like it; the caller checks ``closed``. (put() keeps an
-        inlined copy of the first step: a method call would cost every put() ~60 ns.)"""
+        """Exactly what put() does with an encoded line, for the worker (lines it moves) and
+        the simulations: the lock-free write, else :meth:`slow_append` under the lock.
+        Raises :class:`Full` like it; the caller checks ``closed``."""
         if LOCK_FREE:
             try:
-                self.rings[index].mm.write(line)
+                self.rings[index][-1].write(line)
                 return
             except ValueError:
                 pass
@@ -144,66 +166,105 @@ class Accumulator:
 
     def slow_append(self, index: int, line: bytes) -> bool:
         """Append under the lock: a new segment if the current one is full. Raises
-        :class:`Full` when the bound allows nothing more; the caller decides what that means.
-        The caller checks ``closed`` first, under the same lock. Returns True when the line
-        went into a segment the stream had just moved to."""
+        :class:`Full` when the bound allows nothing more. The caller checks ``closed``
+        first, under the same lock. Returns True when the stream moved to a new segment."""
         ring = self.rings[index]
-        size = len(line)
-        mm = ring.mm
         try:
-            mm.write(line)
+            ring[-1].write(line)
             return False
         except ValueError:
             pass
+        size = len(line)
         if size > self.segment_bytes:
-            if self._used_bytes() + size > self.max_buffer_bytes:
-                raise Full
+            self._make_room(size)
             self.oversized_bytes += size
-            ring.handed.append(Oversized(line))
+            ring.append(Oversized(line))
             return False
         segment = self._take_segment()
-        old = ring.current
-        # Swap first, then read where the old segment ends: a producer that loaded the old
-        # mmap has already written (load and write are one step for the GIL), and none can
-        # write to it any more, so its position stays where it is (the worker may be reading
-        # it this very moment).
-        ring.current = segment
-        ring.mm = segment.mm
-        if old is not None:
-            ring.handed.append(Sealed(old, old.mm.tell()))
-        segment.mm.write(line)
-        if old is not None and self.on_seal is not None:
+        moved = type(ring[-1]) is not Closed
+        ring.append(segment)  # the one step that seals the old segment and opens this one
+        segment.state = FILLING
+        segment.write(line)
+        if moved and self.on_seal is not None:
             self.on_seal(index)
-        return old is not None
+        return moved
 
-    def _used_bytes(self) -> int:
-        return (self._segments - len(self._free)) * self.segment_bytes + self.oversized_bytes
+    def held_bytes(self) -> int:
+        """Memory holding events, against ``max_buffer_bytes``."""
+        return len(self._all) * self.segment_bytes + self.oversized_bytes
 
     def _take_segment(self) -> Segment:
         if self._free:
             return self._free.pop()
-        if self._segments * self.segment_bytes + self.oversized_bytes + self.segment_bytes > (
-            self.max_buffer_bytes
-        ) and self._segments >= 1:
+        if self._all and self.held_bytes() + self.segment_bytes > self.max_buffer_bytes:
+            self._reclaim()
+            if self._free:
+                return self._free.pop()
             raise Full
-        self._segments += 1
-        return Segment(self.segment_bytes)
+        segment = Segment.allocate(self.segment_bytes)
+        self._all.append(segment)
+        return segment
+
+    def _make_room(self, size: int) -> None:
+        """Room for a line of ``size`` kept apart: unmap free segments if needed."""
+        if self.held_bytes() + size > self.max_buffer_bytes:
+            self._reclaim()
+        while self.held_bytes() + size > self.max_buffer_bytes and self._free:
+            segment = self._free.pop()
+            self._all.remove(segment)
+            segment.unmap()
+        if self.held_bytes() + size > self.max_buffer_bytes:
+            raise Full
+
+    def _reclaim(self) -> None:
+        """Find segments an exception stranded between the free list and a ring (see the
+        module's doc): in a ring, they are filling; in neither, free."""
+        in_rings = {id(e) for ring in self.rings for e in ring}
+        listed = {id(s) for s in self._free}
+        for segment in self._all:
+            if id(segment) in in_rings:
+                segment.state = FILLING
+            elif segment.state == FREE and id(segment) not in listed:
+                self._free.append(segment)
 
     # -- the worker ------------------------------------------------------------------------
 
-    def take(self, index: int) -> tuple[list[Sealed | Oversized], Segment | None]:
-        """What stream ``index`` handed over since the last call, and its current segment."""
+    def take(self, index: int) -> tuple[list[Segment | Oversized], Segment | None]:
+        """What stream ``index`` moved on from since the last call (sealed segments and
+        lines kept apart, in put order), and its current segment, read in one instant."""
         ring = self.rings[index]
+        if len(ring) == 1:
+            # Without the lock: if a producer appends after the length was read, ring[0] is
+            # still the oldest entry, the one the worker was reading; it is taken as sealed
+            # at the next call.
+            first = ring[0]
+            if type(first) is Segment:
+                return [], first
+            if type(first) is Closed or (type(first) is Oversized and first.taken):
+                return [], None
         with self.lock:
-            handed = list(ring.handed)
-            ring.handed.clear()
-            return handed, ring.current
+            sealed: list[Segment | Oversized] = []
+            while len(ring) > 1:
+                entry = ring.pop(0)
+                if type(entry) is Segment:
+                    entry.state = TAKEN
+                    sealed.append(entry)
+                elif type(entry) is Oversized and not entry.taken:
+                    entry.taken = True
+                    sealed.append(entry)
+            last = ring[-1]
+            if type(last) is Oversized and not last.taken:
+                last.taken = True
+                sealed.append(last)
+            current = last if type(last) is Segment else None
+            return sealed, current
 
     def release(self, segment: Segment) -> None:
         """Every record of a sealed segment has an outcome: reuse it."""
-        segment.mm.seek(0)
+        segment.seek(0)
         segment.retired = False
         with self.lock:
+            segment.state = FREE
             self._free.append(segment)
             self.room.notify_all()
 
@@ -217,5 +278,6 @@ class Accumulator:
         with self.lock:
             self.closed = True
             for ring in self.rings:
-                ring.mm = NO_SEGMENT
+                if ring[-1] is not NO_SEGMENT:
+                    ring.append(NO_SEGMENT)
             self.room.notify_all()

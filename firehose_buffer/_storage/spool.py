@@ -32,7 +32,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,59 +74,87 @@ class _Writer:
         self.unsynced = False
 
 
+#: Buffers one writev() takes at most (POSIX guarantees 16; Linux takes 1024).
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+
+
 class Spool:
     """Appends undeliverable events, one file per stream for the life of the writer.
 
     Thread-safe: the worker (failures) and callers of ``put()`` (spill) append concurrently.
+    ``lock`` is re-entrant only so that a put() re-entering during a spool write can tell
+    (see ``_runtime/guard.py``); nothing here takes it twice, and nothing logs under it.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = ensure_directory(directory)
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
         self._writers: dict[str, _Writer] = {}
         #: A full disk fails every append: say so once per interval, with a count.
         self._error_log = RateLimitedLog(log, interval=10.0)
         #: Appends that failed (disk full, permissions...): their events were not kept.
         self.errors = 0
+        #: After close(): every append opens, writes, syncs and closes a file of its own, so
+        #: no file stays open (and locked against a replay) once close() has returned.
+        self._closed = False
 
-    def append(self, stream: str, data: bytes, *, sync: bool = True) -> bool:
-        """Append ``data`` (whole newline-terminated lines) to ``stream``'s file.
+    def append(self, stream: str, chunks: bytes | Sequence[bytes | memoryview], *,
+               sync: bool = True) -> bool:
+        """Append ``chunks`` (whole newline-terminated lines, in one or more buffers) to
+        ``stream``'s file.
 
         Returns False, after logging why, when the lines could not be written; nothing half
         written stays behind. ``sync=False`` leaves the ``fsync`` to :meth:`close`.
         """
-        if not data:
+        if isinstance(chunks, bytes):
+            chunks = [chunks]
+        size = sum(len(c) for c in chunks)
+        if not size:
             return True
-        with self._lock:
+        with self.lock:
+            problem = self._append(stream, chunks, size, sync)
+        if problem is not None:
+            self._error_log.error("%s", problem)
+            return False
+        return True
+
+    def _append(self, stream: str, chunks: Sequence[bytes | memoryview], size: int,
+                sync: bool) -> str | None:
+        """Under the lock: write, or say why not (logged by the caller, outside the lock)."""
+        writer = self._writers.get(stream)
+        if writer is not None and _unlinked(writer.fd):
+            # Deleted under us (a tmp cleaner, an operator): writing on would keep the events
+            # in a file nobody can find. Start a new one, directories included.
+            del self._writers[stream]
+            os.close(writer.fd)
+            writer = None
+        if writer is None:
             try:
-                writer = self._writers.get(stream)
-                if writer is None:
-                    writer = self._writers[stream] = self._open(stream)
+                writer = self._open(stream)
             except OSError as exc:
                 self.errors += 1
-                self._error_log.error("cannot create a spool file in %s: %s",
-                                      self.directory, exc)
-                return False
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(writer.fd, view)
-                    view = view[written:]
-                if sync:
-                    os.fsync(writer.fd)
-                else:
-                    writer.unsynced = True
-            except OSError as exc:
-                self.errors += 1
-                self._error_log.error("cannot write to spool file %s: %s", writer.path, exc)
-                self._abandon(stream, writer)
-                return False
-            writer.offset += len(data)
-            return True
+                return f"cannot create a spool file in {self.directory}: {exc}"
+            if not self._closed:
+                self._writers[stream] = writer
+        try:
+            _write_all(writer.fd, chunks)
+            if sync or self._closed:
+                os.fsync(writer.fd)
+            else:
+                writer.unsynced = True
+        except OSError as exc:
+            self.errors += 1
+            problem = f"cannot write to spool file {writer.path}: {exc}"
+            truncated = self._abandon(stream, writer)
+            return problem if truncated is None else f"{problem}; {truncated}"
+        writer.offset += size
+        if self._closed:
+            os.close(writer.fd)
+        return None
 
     def _open(self, stream: str) -> _Writer:
         directory = self.directory / stream
-        directory.mkdir(mode=_DIR_MODE, exist_ok=True)
+        directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         name = f"{time.time_ns()}-{os.getpid()}-{secrets.token_hex(4)}"
         temp = directory / (name + _TEMP_SUFFIX)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
@@ -141,22 +169,25 @@ class Spool:
             raise
         return _Writer(fd, final)
 
-    def _abandon(self, stream: str, writer: _Writer) -> None:
+    def _abandon(self, stream: str, writer: _Writer) -> str | None:
         """After a failed write: cut the file back to its last whole line, start anew."""
-        del self._writers[stream]
+        self._writers.pop(stream, None)
+        problem = None
         try:
             os.ftruncate(writer.fd, writer.offset)
             if writer.offset == 0:
                 writer.path.unlink(missing_ok=True)
         except OSError as exc:
-            self._error_log.error("cannot truncate spool file %s after a failed write: %s",
-                                  writer.path, exc)
+            problem = f"cannot truncate spool file {writer.path} after a failed write: {exc}"
         os.close(writer.fd)
+        return problem
 
     def close(self) -> None:
-        """Sync and release every file; they become claimable by a replay."""
-        with self._lock:
+        """Sync and release every file; they become claimable by a replay. Appends after
+        this still work, each in a file closed at once."""
+        with self.lock:
             writers, self._writers = self._writers, {}
+            self._closed = True
         for writer in writers.values():
             try:
                 if writer.unsynced:
@@ -169,12 +200,36 @@ class Spool:
     def after_fork(self) -> None:
         """In a forked child: the descriptors and their locks are the parent's; let go of
         them without unlocking or syncing (closing our copies does neither)."""
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
         self._error_log = RateLimitedLog(log, interval=10.0)
         writers, self._writers = self._writers, {}
         for writer in writers.values():
             with contextlib.suppress(OSError):
                 os.close(writer.fd)
+
+
+def _unlinked(fd: int) -> bool:
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True
+
+
+def _write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> None:
+    """Every byte of ``chunks``, in order, through as few writev() calls as it takes."""
+    pending = [memoryview(c) for c in chunks if len(c)]
+    while pending:
+        batch = pending[:_IOV_MAX]
+        written = os.writev(fd, batch)
+        # Drop what went out; a short write leaves part of one buffer behind.
+        done = 0
+        while done < len(batch) and written >= len(batch[done]):
+            written -= len(batch[done])
+            done += 1
+        rest = pending[done:]
+        if written and rest:
+            rest[0] = rest[0][written:]
+        pending = rest
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,101 @@
+"""The values the scheduler hands around: records, batches, failures and a tick's result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class SegmentRef(Protocol):
+    """What a record knows of the memory it is a slice of (see :mod:`.._storage.segments`)."""
+
+    open_records: int
+
+
+@dataclass(slots=True, eq=False)
+class Record:
+    """Whole JSON lines (each ending in a newline) that go as one record's ``Data``.
+
+    ``data`` is a slice of a segment while the record is outstanding (it becomes ``b""``
+    once the record has an outcome, so the segment can be reused), or its own bytes for an
+    event larger than a segment. ``raw`` is the size of the lines; ``len(data)`` the size
+    on the wire, which billing, quotas and the request caps count (the same unless records
+    are compressed).
+    """
+
+    id: int
+    data: memoryview | bytes
+    events: int
+    raw: int
+    #: When its oldest line was first seen, on the TTL clock (which skips frozen time).
+    born: float
+    segment: SegmentRef | None
+    #: Calls that carried it so far.
+    attempts: int = 0
+    not_before: float = 0.0
+
+    @property
+    def wire(self) -> int:
+        return len(self.data)
+
+
+@dataclass(slots=True, eq=False)
+class Batch:
+    """One PutRecordBatch call's records, for one stream."""
+
+    stream: int
+    name: str
+    records: list[Record]
+    #: Wire bytes of the records.
+    nbytes: int
+    #: When the scheduler let it go (the monotonic clock).
+    dispatched_at: float
+    #: Set by the sender that makes the call, just before it starts: only a call that
+    #: started can have stored anything (a possible duplicate), and its deadline runs from
+    #: then.
+    started_at: float | None = None
+
+    def payloads(self) -> list[memoryview | bytes]:
+        return [r.data for r in self.records]
+
+
+@dataclass(slots=True)
+class Failure:
+    """Events that will not be delivered, for the spool or ``on_failure``: ``chunks`` of
+    whole lines (each line ends in a newline), ``count`` lines in all."""
+
+    stream: str
+    reason: str
+    chunks: list[bytes]
+    count: int
+
+    def lines(self) -> list[bytes]:
+        """One ``bytes`` per event, without its newline (what ``on_failure`` receives)."""
+        out: list[bytes] = []
+        for chunk in self.chunks:
+            out.extend(chunk[:-1].split(b"\n"))
+        return out
+
+    @classmethod
+    def of_lines(cls, stream: str, reason: str, lines: list[bytes]) -> Failure:
+        """From events without their newlines."""
+        data = b"".join(line + b"\n" for line in lines)
+        return cls(stream, reason, [data] if data else [], len(lines))
+
+
+@dataclass(slots=True)
+class Tick:
+    """What one :meth:`Scheduler.tick` decided."""
+
+    batches: list[Batch]
+    failures: list[Failure]
+    #: When to look again (the caller's clock); None: only when woken.
+    wake_at: float | None
+    #: Bytes producers wrote since the last tick. While they write, the worker looks again
+    #: within ``TICK_SECONDS``; once they stop it sleeps, and the next put() wakes it.
+    arrived: int = 0
+
+    @property
+    def sleep(self) -> bool:
+        """Producers are quiet: the next put() must wake the worker."""
+        return not self.arrived
