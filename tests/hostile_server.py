@@ -8,6 +8,9 @@ records are stored first, as the real service may have done before its answer we
 Calls past the script are answered like Firehose would.
 
 ``stop()`` cuts every open connection, so a trickle or a hang never outlives the test.
+
+``answer_delay`` makes every call take that long before it is answered (a slow service), and
+the server counts how many calls it was handling at once (``max_concurrent``).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import enum
+import select
 import socket
 import struct
 import threading
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -52,6 +57,10 @@ class Behaviour(enum.StrEnum):
     RESET = "reset"
     #: No answer until the server stops.
     HANG = "hang"
+    #: Answered (and stored) as Firehose would, keeping the connection open; the next request
+    #: on that connection is met with a TCP RST before a byte of it is read, as when a
+    #: server's idle timeout closes a keep-alive connection just as the client reuses it.
+    STALE_KEEPALIVE = "stale_keepalive"
 
 
 #: Answers that are an HTTP 200 with a body botocore parses, but that is not Firehose's shape.
@@ -84,9 +93,18 @@ class Call:
 class HostileFirehose:
     """``with HostileFirehose() as server:`` then point a client at ``server.endpoint_url``."""
 
-    def __init__(self, *, trickle_interval: float = 0.5) -> None:
+    def __init__(self, *, trickle_interval: float = 0.5, answer_delay: float = 0.0) -> None:
         self.trickle_interval = trickle_interval
+        #: Seconds every PutRecordBatch call waits (its request read) before it is answered.
+        self.answer_delay = answer_delay
         self._lock = threading.Lock()
+        self._active = 0
+        #: The most PutRecordBatch calls handled at the same time.
+        self.max_concurrent = 0
+        #: PutRecordBatch requests read in full (answered or not).
+        self.requests_received = 0
+        #: Requests refused with a reset before any byte of them was read.
+        self.requests_unread = 0
         self._script: deque[Answer] = deque()
         self._lines: dict[str, list[bytes]] = defaultdict(list)
         self._record_ids = 0
@@ -191,6 +209,17 @@ class HostileFirehose:
         with self._lock:
             self.calls.append(call)
 
+    @contextlib.contextmanager
+    def _handling(self) -> Iterator[None]:
+        with self._lock:
+            self._active += 1
+            self.max_concurrent = max(self.max_concurrent, self._active)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -217,6 +246,20 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.server.owner._register(self.connection)
 
+    def handle_one_request(self) -> None:
+        if getattr(self, "reset_next", False):
+            # Wait for the next request to arrive, then reset without reading it.
+            owner = self.server.owner
+            while not owner.stopping.is_set():
+                readable, _, _ = select.select([self.connection], [], [], 0.05)
+                if readable:
+                    with owner._lock:
+                        owner.requests_unread += 1
+                    break
+            self._reset()
+            return
+        super().handle_one_request()
+
     def finish(self) -> None:
         self.server.owner._unregister(self.connection)
         with contextlib.suppress(OSError):
@@ -226,6 +269,15 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        with owner._lock:
+            owner.requests_received += 1
+        with owner._handling():
+            if owner.answer_delay and owner.stopping.wait(owner.answer_delay):
+                self.close_connection = True
+                return
+            self._answer(owner, body)
+
+    def _answer(self, owner: HostileFirehose, body: bytes) -> None:
         if self.headers.get("X-Amz-Target", "") != PUT_RECORD_BATCH:
             self._send(400, orjson.dumps({"__type": "UnknownOperationException",
                                           "message": "only PutRecordBatch here"}))
@@ -279,6 +331,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._trickle(_success(ids).ljust(16384))
         elif behaviour is Behaviour.RESET:
             self._reset()
+        elif behaviour is Behaviour.STALE_KEEPALIVE:
+            self._send(200, _success(ids))
+            self.reset_next = True
         elif behaviour is Behaviour.HANG:
             owner.stopping.wait()
             self.close_connection = True
