@@ -73,11 +73,13 @@ class BufferConfig:
     max_concurrent_requests: int | None = None
     region: str | None = None
     endpoint_url: str | None = None
-    connect_timeout_seconds: float = 3.0
-    read_timeout_seconds: float = 10.0
+    #: The defaults nest (connect 2 <= read 3 <= call 3 < exit 5 < flush 10): one call that
+    #: hangs or trickles its answer is cut off and retried within a default flush() or exit.
+    connect_timeout_seconds: float = 2.0
+    read_timeout_seconds: float = 3.0
     #: Bound on one PutRecordBatch call as a whole (connect, send, wait, read); enforced for
     #: the client the buffer makes itself, botocore clients bound each socket read only.
-    call_timeout_seconds: float = 30.0
+    call_timeout_seconds: float = 3.0
 
     # Derived, not settable.
     record_target_bytes: int = field(init=False)
