@@ -1,8 +1,8 @@
 """OpenTelemetry metrics and spans (opentelemetry-api only; no-op without an SDK).
 
-Counters and gauges are observable: their callbacks read ``FirehoseBuffer.stats()`` when a
-reader collects, so ``put()`` pays nothing for them and they agree with ``stats()`` by
-construction. Only what ``stats()`` cannot tell is recorded as it happens: one span and one
+Counters and gauges are observable: one ``FirehoseBuffer.stats()`` snapshot per buffer per
+collection feeds them all, so ``put()`` pays nothing for them and they agree with
+``stats()`` (and with each other) by construction. Only what ``stats()`` cannot tell is recorded as it happens: one span and one
 latency measurement per PutRecordBatch call (never per event).
 
 Instruments are created once per meter provider and shared by every buffer using it: the
@@ -36,6 +36,8 @@ STREAM = "firehose.stream"
 ERROR_TYPE = "error.type"
 SPAN_NAME = "Firehose.PutRecordBatch"
 #: Seconds; PutRecordBatch usually takes tens of milliseconds, a throttled or slow one seconds.
+#: A collection's snapshots are reused by its other instruments for this long at most.
+_SNAPSHOT_TTL = 1.0
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
 Attrs = tuple[tuple[str, str], ...]
@@ -158,7 +160,13 @@ class _Source:
 
 
 class _Instruments:
-    """The instruments of one meter provider and the buffers (sources) they observe."""
+    """The instruments of one meter provider and the buffers (sources) they observe.
+
+    One collection reads each buffer's ``stats()`` once: the first instrument's callback
+    (the SDK calls them in the order they were created) takes the snapshots, the others
+    read them. A snapshot older than ``_SNAPSHOT_TTL`` is taken again, so a reader that
+    skips the first instrument still sees fresh values.
+    """
 
     def __init__(self, meter: metrics.Meter) -> None:
         self._lock = threading.Lock()
@@ -168,13 +176,14 @@ class _Instruments:
         self.dead: deque[_Source] = deque()
         #: Counts of buffers that are gone, per counter and attribute set.
         self._retired: dict[str, Counter[Attrs]] = {s.name: Counter() for s in SPECS}
-        for spec in SPECS:
+        self._taken: tuple[float, list[BufferStats]] = (-_SNAPSHOT_TTL, [])
+        for first, spec in zip([True] + [False] * (len(SPECS) - 1), SPECS, strict=True):
             create = {
                 "counter": meter.create_observable_counter,
                 "updown": meter.create_observable_up_down_counter,
                 "gauge": meter.create_observable_gauge,
             }[spec.kind]
-            create(spec.name, callbacks=[self._callback(spec)], unit=spec.unit,
+            create(spec.name, callbacks=[self._callback(spec, refresh=first)], unit=spec.unit,
                    description=spec.description)
         self.duration = meter.create_histogram(
             "firehose_buffer.put_record_batch.duration", unit="s",
@@ -193,7 +202,11 @@ class _Instruments:
             gone.append(self.dead.popleft())
         return gone
 
-    def _snapshots(self) -> list[BufferStats]:
+    def _snapshots(self, *, refresh: bool) -> list[BufferStats]:
+        now = time.monotonic()
+        taken_at, snapshots = self._taken
+        if not refresh and now - taken_at < _SNAPSHOT_TTL:
+            return snapshots
         gone = self._drain_dead()
         with self._lock:
             sources = [s for s in self._sources if s not in gone]
@@ -206,6 +219,7 @@ class _Instruments:
             elif snapshot is not None:
                 live.append(snapshot)
         self._retire(gone)
+        self._taken = (now, live)
         return live
 
     def _retire(self, gone: list[_Source]) -> None:
@@ -223,10 +237,12 @@ class _Instruments:
                     if spec.kind == "counter":
                         self._retired[spec.name].update(dict(spec.extract(last)))
 
-    def _callback(self, spec: _Spec) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def _callback(
+        self, spec: _Spec, *, refresh: bool,
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             values: dict[Attrs, list[float]] = {}
-            for snapshot in self._snapshots():
+            for snapshot in self._snapshots(refresh=refresh):
                 for attrs, value in spec.extract(snapshot):
                     values.setdefault(attrs, []).append(value)
             if spec.kind == "counter":
