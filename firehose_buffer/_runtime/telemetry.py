@@ -2,8 +2,9 @@
 
 Counters and gauges are observable: one ``FirehoseBuffer.stats()`` snapshot per buffer per
 collection feeds them all, so ``put()`` pays nothing for them and they agree with
-``stats()`` (and with each other) by construction. Only what ``stats()`` cannot tell is recorded as it happens: one span and one
-latency measurement per PutRecordBatch call (never per event).
+``stats()`` (and with each other) by construction. Only what ``stats()`` cannot tell is
+recorded as it happens: one span and one latency measurement per PutRecordBatch call (never
+per event).
 
 Instruments are created once per meter provider and shared by every buffer using it: the
 SDK keeps only the first callback of a repeated instrument name, so a second buffer (say, a
