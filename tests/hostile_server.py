@@ -8,6 +8,8 @@ records are stored first, as the real service may have done before its answer we
 Calls past the script are answered like Firehose would.
 
 ``stop()`` cuts every open connection, so a trickle or a hang never outlives the test.
+With ``tls=`` (a server-side ``ssl`` context) it speaks HTTPS, each handshake on the
+connection's own thread.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import base64
 import contextlib
 import enum
 import socket
+import ssl
 import struct
 import threading
 from collections import defaultdict, deque
@@ -84,8 +87,10 @@ class Call:
 class HostileFirehose:
     """``with HostileFirehose() as server:`` then point a client at ``server.endpoint_url``."""
 
-    def __init__(self, *, trickle_interval: float = 0.5) -> None:
+    def __init__(self, *, trickle_interval: float = 0.5,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.trickle_interval = trickle_interval
+        self.tls = tls
         self._lock = threading.Lock()
         self._script: deque[Answer] = deque()
         self._lines: dict[str, list[bytes]] = defaultdict(list)
@@ -115,7 +120,7 @@ class HostileFirehose:
             connections = list(self._connections)
         for sock in connections:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain one, TLS or not
         self._server.server_close()  # joins the handler threads
 
     def __enter__(self) -> HostileFirehose:
@@ -132,7 +137,7 @@ class HostileFirehose:
     @property
     def endpoint_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
     # -- script and results -------------------------------------------------------------
 
@@ -200,6 +205,14 @@ class _Server(ThreadingHTTPServer):
                  owner: HostileFirehose) -> None:
         self.owner = owner
         super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        tls = self.owner.tls
+        if tls is not None:  # on the connection's thread: a slow handshake holds up no other
+            request.settimeout(5.0)
+            request = tls.wrap_socket(request, server_side=True)
+            request.settimeout(None)
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients hanging up is what this server provokes: stay quiet about it."""
