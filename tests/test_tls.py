@@ -9,7 +9,6 @@ with a reason that names it, and the events reach the stream once the setup is f
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -24,6 +23,7 @@ import pytest
 import trustme
 from botocore.config import Config
 from hostile_server import Answer, Behaviour, HostileFirehose
+from trickle_relay import TrickleRelay
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
 from firehose_buffer.emulator import Fault, LocalFirehose
@@ -301,18 +301,42 @@ def test_a_trickling_tls_answer_is_cut_at_the_deadline(
         assert len({c.peer for c in server.all_calls()}) == 2
 
 
-def test_a_silent_tls_handshake_is_cut_at_the_deadline() -> None:
-    """A server that accepts TCP (the kernel does, from the backlog) and never answers the
-    ClientHello. The connect timeout (5 s) is longer than the call's deadline: only the
-    watchdog can end the handshake, so it must see the TLS socket while it shakes hands."""
-    with socket.create_server(("127.0.0.1", 0)) as silent:
-        endpoint = f"https://127.0.0.1:{silent.getsockname()[1]}"
-        transport = lean(endpoint, connect_timeout_seconds=5.0)
+def test_a_trickling_tls_handshake_is_cut_at_the_deadline(trusted: LocalFirehose) -> None:
+    relay = TrickleRelay(trusted.port)
+    try:
+        transport = lean(f"https://127.0.0.1:{relay.port}", connect_timeout_seconds=5.0)
         started = time.monotonic()
         outcome = _send(transport)
         elapsed = time.monotonic() - started
+    finally:
+        relay.close()
     assert _plain(outcome) == (None, "CallTimeout", True, False, False)  # nothing was sent
     assert elapsed < CALL_TIMEOUT + 1.0
+    assert trusted.stats().requests == 0
+
+
+def test_a_slow_tunnel_then_a_trickling_handshake_end_at_the_deadline(
+        trusted: LocalFirehose) -> None:
+    """A proxy that takes most of the deadline to open the tunnel, then a handshake that
+    trickles through it. CPython bounds a whole handshake by the socket's timeout, but that
+    was set before the tunnel took its time; only the watchdog can end the handshake at the
+    deadline, so it must see the TLS socket while it shakes hands (with http.client's
+    HTTPSConnection it cannot: the wrap detaches the socket it holds)."""
+    call_timeout = 2.0
+    relay = TrickleRelay(trusted.port, proxy_delay=0.8 * call_timeout)
+    try:
+        transport = lean(trusted.endpoint_url, call_timeout_seconds=call_timeout,
+                         connect_timeout_seconds=10.0,
+                         proxies={"https": f"http://127.0.0.1:{relay.port}"})
+        started = time.monotonic()
+        outcome = _send(transport)
+        elapsed = time.monotonic() - started
+    finally:
+        relay.close()
+    assert relay.tunnels == 1
+    assert _plain(outcome) == (None, "CallTimeout", True, False, False)
+    # Without the cut it would end at the proxy's delay plus a whole socket timeout.
+    assert elapsed < call_timeout + 0.5 * (0.8 * call_timeout)
 
 
 # -- a boto3 client the user passes -----------------------------------------------------------

@@ -12,7 +12,10 @@ request to the proxy with the absolute URL as its target. A proxy spoken to over
 
 Every step that can block after the TCP connect (the CONNECT exchange, the TLS handshake)
 runs on ``conn.sock`` as the deadline watchdog sees it, so a silent proxy or a handshake
-that trickles is cut at the call's deadline like a slow answer is.
+that trickles is cut at the call's deadline like a slow answer is. (CPython bounds a whole
+handshake by the socket's timeout, but that is the time left when the TCP connect began:
+a tunnel slow to open would push the handshake's end past the deadline. ``http.client``'s
+HTTPSConnection wraps the socket where the watchdog cannot reach it.)
 """
 
 from __future__ import annotations
