@@ -255,6 +255,18 @@ def test_wrong_proxy_credentials_fail_at_once_as_407(
     assert emulator.stats().requests == 0
 
 
+def test_wrong_proxy_credentials_for_plain_http_fail_alike(
+        proxy: ProxyProcess, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forwarded, the 407 is the answer to the request itself, not to a CONNECT."""
+    with LocalFirehose(streams=[STREAM]) as fh:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url_with("nobody", PASSWORD))
+        counts = Counts(proxy)
+        outcome = _send(MAKERS[kind](fh.endpoint_url))
+        assert fh.stats().requests == 0
+    assert _plain(outcome) == _plain(Outcome(error="ProxyAuthenticationRequired"))
+    assert counts["refused"] == 1
+
+
 def test_buffer_reports_wrong_proxy_credentials_without_retrying(
         proxy: ProxyProcess, emulator: LocalFirehose, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
