@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from firehose_buffer.transport.lean import build_body
 
 STREAM = "floor-0"
+_PIECE = 64 * 1024
 
 
 class TlsPair:
@@ -60,11 +61,15 @@ class TlsPair:
         raise RuntimeError("the in-memory TLS handshake did not finish")
 
     def encrypt(self, body: bytes) -> int:
-        """Write ``body`` as the client would send it; returns the bytes of TLS records."""
+        """Write ``body`` as the client would send it; returns the bytes of TLS records.
+
+        In 64 KiB pieces, each drained at once, as a socket's send buffer takes them: one
+        write of the whole body would have the memory BIO grow to its size and the figure
+        count fresh pages, not the cipher."""
         view = memoryview(body)
         out = 0
         while view:
-            written = self.client.write(view)
+            written = self.client.write(view[:_PIECE])
             view = view[written:]
             out += len(self._to_server.read())
         return out
