@@ -8,7 +8,6 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from .errors import ConfigurationError
@@ -129,7 +128,7 @@ class BufferConfig:
                 raise ConfigurationError(
                     'proxies must map URL schemes to proxy URLs, e.g. {"https": '
                     '"http://proxy:3128"}; from the environment, set HTTPS_PROXY')
-            object.__setattr__(self, "proxies", MappingProxyType(dict(self.proxies)))
+            object.__setattr__(self, "proxies", dict(self.proxies))  # a copy of its own
         if not isinstance(self.quota, Quota):
             raise ConfigurationError("quota must be a firehose_buffer.Quota")
         _bounded("max_record_bytes", self.max_record_bytes, 1, MAX_RECORD_BYTES)

@@ -341,6 +341,19 @@ def test_a_tls_proxy_url_is_a_configuration_error(emulator: LocalFirehose) -> No
         lean(emulator.endpoint_url, proxies={"https": "https://127.0.0.1:3129"})
 
 
+@pytest.mark.parametrize("bad", ["http://proxy:3128", {"https": 3128}, {1: "http://p:1"}])
+def test_the_proxies_setting_is_a_mapping_of_urls(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="HTTPS_PROXY"):
+        BufferConfig(streams=(STREAM,), proxies=bad)
+
+
+def test_the_proxies_setting_is_not_read_from_firehose_buffer_variables() -> None:
+    """The environment already has its variables for proxies: the error points to them."""
+    with pytest.raises(ConfigurationError, match="HTTPS_PROXY"):
+        BufferConfig.from_env({"FIREHOSE_BUFFER_STREAMS": STREAM,
+                               "FIREHOSE_BUFFER_PROXIES": "http://proxy:3128"})
+
+
 def test_a_proxy_url_without_a_scheme_is_http(
         proxy: ProxyProcess, emulator: LocalFirehose, monkeypatch: pytest.MonkeyPatch) -> None:
     url = proxy.url_with(USER, PASSWORD).removeprefix("http://")
