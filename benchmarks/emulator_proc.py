@@ -35,7 +35,9 @@ def proc_cpu_seconds(pid: int | str = "self", task: int | None = None) -> float:
 
 class EmulatorProcess:
     """``python -m firehose_buffer.emulator --port 0`` with delivery into a scratch dir
-    (in /dev/shm when there is one, so disk speed does not enter the figures)."""
+    (in /dev/shm when there is one, so disk speed does not enter the figures). With
+    ``--tls`` among the options, ``ca_file`` is the CA a client must trust (and
+    :meth:`client_env` sets ``AWS_CA_BUNDLE`` to it)."""
 
     def __init__(self, streams: list[str], quota: str = "standard", *extra: str) -> None:
         base = "/dev/shm" if Path("/dev/shm").is_dir() else None
@@ -49,6 +51,7 @@ class EmulatorProcess:
         ]
         self.proc: subprocess.Popen[str] | None = None
         self.endpoint_url = ""
+        self.ca_file: str | None = None
 
     def __enter__(self) -> EmulatorProcess:
         self.proc = subprocess.Popen(
@@ -60,6 +63,12 @@ class EmulatorProcess:
             self.proc.kill()
             raise RuntimeError(f"emulator did not start: {line!r}")
         self.endpoint_url = line.removeprefix("listening on ")
+        if "--tls" in self._args:
+            ca_line = self.proc.stdout.readline().strip()
+            if not ca_line.startswith("ca file: "):
+                self.proc.kill()
+                raise RuntimeError(f"emulator printed no CA file: {ca_line!r}")
+            self.ca_file = ca_line.removeprefix("ca file: ")
         return self
 
     def __exit__(
@@ -77,7 +86,11 @@ class EmulatorProcess:
 
     @property
     def control(self) -> EmulatorControl:
-        return EmulatorControl(self.endpoint_url)
+        return EmulatorControl(self.endpoint_url, ca_file=self.ca_file)
+
+    def client_env(self) -> dict[str, str]:
+        """What a client process needs in its environment to trust this emulator."""
+        return {"AWS_CA_BUNDLE": self.ca_file} if self.ca_file else {}
 
     def stats(self) -> Stats:
         return self.control.stats()

@@ -4,8 +4,9 @@
 
 Each figure is a ratio against a reference measured in the same run. Exit status is 0 unless
 a benchmark crashed: missed goals are findings, not failures. Groups: hot_path (figures 1, 2),
-packer (3), end_to_end (4, 6), max_throughput (5), cost (7), naive (8), botocore (the lead),
-transport (CPU per byte of the lean transport against botocore and the floor), encoding (what
+packer (3), end_to_end (4, 6), end_to_end_tls (4 over HTTPS, against a floor that also
+encrypts), max_throughput (5), cost (7), naive (8), botocore (the lead), transport (CPU per
+byte of the lean transport against botocore and the floor, over HTTP and HTTPS), encoding (what
 each input check costs), server (a FastAPI endpoint with and without the buffer; wrk for its
 saturation figure), coldstart (import and construction in a fresh process, for
 Lambda), asyncio_close (loop stalls while aclose() drains a backlog; put() on a full buffer),
@@ -49,6 +50,7 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "packer": packer.run,
     "cost": cost.run,
     "end_to_end": end_to_end.steady_load,
+    "end_to_end_tls": end_to_end.steady_load_tls,
     "max_throughput": end_to_end.max_throughput,
     "naive": end_to_end.naive,
     "botocore": botocore_profile.run,

@@ -80,6 +80,11 @@ class BufferConfig:
     #: Bound on one PutRecordBatch call as a whole (connect, send, wait, read); enforced for
     #: the client the buffer makes itself, botocore clients bound each socket read only.
     call_timeout_seconds: float = 3.0
+    #: Proxies for the client the buffer makes itself, by URL scheme, as botocore's
+    #: ``Config(proxies=...)``: ``{"https": "http://user:password@proxy:3128"}``. ``None``
+    #: takes them from ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``; given (``{}`` too),
+    #: it replaces the environment's.
+    proxies: Mapping[str, str] | None = None
 
     # Derived, not settable.
     record_target_bytes: int = field(init=False)
@@ -121,6 +126,13 @@ class BufferConfig:
             object.__setattr__(self, "spool_dir", os.fspath(self.spool_dir))
         if self.on_full == "spill" and self.spool_dir is None:
             raise ConfigurationError('on_full="spill" needs a spool_dir to spill to')
+        if self.proxies is not None:
+            if not isinstance(self.proxies, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in self.proxies.items()):
+                raise ConfigurationError(
+                    'proxies must map URL schemes to proxy URLs, e.g. {"https": '
+                    '"http://proxy:3128"}; from the environment, set HTTPS_PROXY')
+            object.__setattr__(self, "proxies", dict(self.proxies))  # a copy of its own
         if not isinstance(self.quota, Quota):
             raise ConfigurationError("quota must be a firehose_buffer.Quota")
         _bounded("max_record_bytes", self.max_record_bytes, 1, FIREHOSE.max_record_bytes)

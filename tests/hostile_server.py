@@ -10,7 +10,9 @@ Calls past the script are answered like Firehose would.
 ``stop()`` cuts every open connection, so a trickle or a hang never outlives the test.
 
 ``answer_delay`` makes every call take that long before it is answered (a slow service), and
-the server counts how many calls it was handling at once (``max_concurrent``).
+the server counts how many calls it was handling at once (``max_concurrent``). With ``tls=``
+(a server-side ``ssl`` context) it speaks HTTPS, each handshake on the connection's own
+thread.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import enum
 import select
 import socket
+import ssl
 import struct
 import threading
 from collections import defaultdict, deque
@@ -93,10 +96,12 @@ class Call:
 class HostileFirehose:
     """``with HostileFirehose() as server:`` then point a client at ``server.endpoint_url``."""
 
-    def __init__(self, *, trickle_interval: float = 0.5, answer_delay: float = 0.0) -> None:
+    def __init__(self, *, trickle_interval: float = 0.5, answer_delay: float = 0.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.trickle_interval = trickle_interval
         #: Seconds every PutRecordBatch call waits (its request read) before it is answered.
         self.answer_delay = answer_delay
+        self.tls = tls
         self._lock = threading.Lock()
         self._active = 0
         #: The most PutRecordBatch calls handled at the same time.
@@ -133,7 +138,7 @@ class HostileFirehose:
             connections = list(self._connections)
         for sock in connections:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain one, TLS or not
         self._server.server_close()  # joins the handler threads
 
     def __enter__(self) -> HostileFirehose:
@@ -150,7 +155,7 @@ class HostileFirehose:
     @property
     def endpoint_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
     # -- script and results -------------------------------------------------------------
 
@@ -229,6 +234,14 @@ class _Server(ThreadingHTTPServer):
                  owner: HostileFirehose) -> None:
         self.owner = owner
         super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        tls = self.owner.tls
+        if tls is not None:  # on the connection's thread: a slow handshake holds up no other
+            request.settimeout(5.0)
+            request = tls.wrap_socket(request, server_side=True)
+            request.settimeout(None)
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients hanging up is what this server provokes: stay quiet about it."""

@@ -110,8 +110,12 @@ class ServiceProfile:
 
         Throttle codes and 429 are throttled; those, the retryable codes and any 5xx are
         worth retrying, and may have stored the records (a resend may duplicate them). Any
-        other 4xx fails the records at once.
+        other 4xx fails the records at once. A 407 can only be a proxy's (a plain-HTTP
+        request forwarded through one) refusing its credentials: named as when it refuses a
+        CONNECT tunnel.
         """
+        if status == 407:
+            return Outcome(error="ProxyAuthenticationRequired")
         name = code or f"HTTP{status}"
         throttled = name in THROTTLE_CODES or status == 429
         retryable = throttled or name in RETRYABLE_CODES or status >= 500

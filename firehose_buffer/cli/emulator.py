@@ -3,6 +3,8 @@
 :func:`add_arguments` and :func:`run` are separate so a parent CLI can mount them as a
 subcommand. Once serving, one line ``listening on http://127.0.0.1:PORT`` goes to stdout
 (flushed), so a parent process can wait for it and learn the port chosen by ``--port 0``.
+With ``--tls`` it is ``listening on https://127.0.0.1:PORT``, followed at once by
+``ca file: PATH``, the CA certificate clients must trust (``AWS_CA_BUNDLE=PATH``).
 SIGTERM and SIGINT stop it cleanly, writing pending records first.
 """
 
@@ -16,10 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from firehose_buffer.errors import ConfigurationError
 from firehose_buffer.quota import Quota
 
 from ..emulator.faults import FaultRates
 from ..emulator.server import DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SECONDS, LocalFirehose
+from ..emulator.tls import EXTRA
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(repeatable; default testing:testing)")
     parser.add_argument("--no-verify-signatures", dest="verify_signatures",
                         action="store_false", help="accept requests whatever their signature")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve HTTPS with a certificate from a CA made at start; the CA "
+                             "file's path is printed after the listening line as 'ca file: "
+                             f"PATH' (needs the {EXTRA} extra)")
 
 
 def _credential(text: str) -> tuple[str, str]:
@@ -80,21 +88,17 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        emulator = LocalFirehose(
-            host=args.host,
-            port=args.port,
-            data_dir=args.data_dir,
-            quota=quota_from_args(args),
-            streams=[s.strip() for s in args.streams.split(",") if s.strip()],
-            fault_rates=args.fault_rates,
-            seed=args.seed,
-            buffer_bytes=args.buffer_bytes,
-            buffer_seconds=args.buffer_seconds,
-            verify_signatures=args.verify_signatures,
-            credentials=dict(args.credentials) if args.credentials else None,
-        )
+        try:
+            emulator = _emulator(args)
+        except ConfigurationError as exc:
+            print(f"firehose-buffer emulator: {exc}", file=sys.stderr)
+            return 2
         with emulator:
-            print(f"listening on {emulator.endpoint_url}", flush=True)
+            ready = f"listening on {emulator.endpoint_url}\n"
+            if emulator.ca_file is not None:
+                ready += f"ca file: {emulator.ca_file}\n"
+            sys.stdout.write(ready)
+            sys.stdout.flush()
             # A timeout keeps the main thread responsive to signals on every platform.
             while not stop.wait(1.0):
                 pass
@@ -102,6 +106,23 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _emulator(args: argparse.Namespace) -> LocalFirehose:
+    return LocalFirehose(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        quota=quota_from_args(args),
+        streams=[s.strip() for s in args.streams.split(",") if s.strip()],
+        fault_rates=args.fault_rates,
+        seed=args.seed,
+        buffer_bytes=args.buffer_bytes,
+        buffer_seconds=args.buffer_seconds,
+        verify_signatures=args.verify_signatures,
+        credentials=dict(args.credentials) if args.credentials else None,
+        tls=args.tls,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,10 +19,14 @@ values) or random with a seed (:class:`FaultRates`).
 
 Delivery (see :mod:`.delivery`): ``<data_dir>/<stream>/YYYY/MM/DD/HH/<stream>-1-...``.
 
+HTTPS (see :mod:`.tls`): ``LocalFirehose(tls=True)`` or ``--tls`` serve a certificate from a
+throwaway CA made at start, whose file is :attr:`LocalFirehose.ca_file` (the ``emulator-tls``
+extra).
+
 Three ways to run it: in-process (``with LocalFirehose(...) as fh``), as a process
 (``python -m firehose_buffer.emulator --port 0``, see :mod:`.cli`, driven remotely through
 :class:`EmulatorControl`, see :mod:`.control`), and as the pytest fixture
-``local_firehose`` (:mod:`.pytest_plugin`).
+``local_firehose`` (``local_firehose_tls`` over HTTPS; :mod:`.pytest_plugin`).
 """
 
 from .control import EmulatorControl

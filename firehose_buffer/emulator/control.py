@@ -29,6 +29,7 @@ All bodies are JSON. Endpoints:
 from __future__ import annotations
 
 import http.client
+import ssl
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -123,16 +124,26 @@ class ControlApi:
 
 
 class EmulatorControl:
-    """Client of the control API of an emulator at ``endpoint_url`` (e.g. in a subprocess)."""
+    """Client of the control API of an emulator at ``endpoint_url`` (e.g. in a subprocess).
 
-    def __init__(self, endpoint_url: str, timeout: float = 10.0) -> None:
+    For an ``https://`` endpoint (an emulator run with ``--tls``), ``ca_file`` is the CA
+    certificate it printed; without one the system's trusted CAs are used.
+    """
+
+    def __init__(self, endpoint_url: str, timeout: float = 10.0,
+                 ca_file: str | None = None) -> None:
         parts = urlsplit(endpoint_url)
         self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 80
+        self._tls: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self._tls = ssl.create_default_context(cafile=ca_file)
+        self._port = parts.port or (443 if self._tls else 80)
         self._timeout = timeout
 
     def _call(self, method: str, path: str, payload: Mapping[str, Any] | None = None) -> Any:
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout) \
+            if self._tls is None else http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._timeout, context=self._tls)
         try:
             body = orjson.dumps(payload) if payload is not None else None
             conn.request(method, "/_emulator/" + path, body=body,

@@ -5,6 +5,8 @@ are checked against the exact bytes received (see :mod:`.sigv4`) unless turned o
 Paths under ``/_emulator/`` go to the control API (see :mod:`.control`). Each connection gets
 one thread; keep-alive connections are tracked so :meth:`EmulatorHTTPServer.close_connections`
 can end them (their threads would otherwise sit in ``readline`` until the client hangs up).
+With an ``ssl`` context the server speaks HTTPS: each connection's handshake runs on its own
+thread, so a slow or silent client never holds up the others.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import http
 import itertools
 import os
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -26,6 +29,7 @@ import orjson
 
 from . import sigv4
 from .service import ApiError, FirehoseService
+from .tls import HANDSHAKE_TIMEOUT_SECONDS
 
 CONTENT_TYPE = "application/x-amz-json-1.1"
 CONTROL_PREFIX = "/_emulator/"
@@ -43,10 +47,13 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     def __init__(
         self, address: tuple[str, int], service: FirehoseService, control: ControlHandler,
         credentials: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(address, FirehoseRequestHandler)
         #: Access key -> secret key whose signatures are accepted; None: not checked.
         self.credentials = credentials
+        #: Server-side context when serving HTTPS.
+        self.tls = tls
         self.service = service
         self.control = control
         self._connections_lock = threading.Lock()
@@ -71,10 +78,29 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
+            if self.tls is not None:
+                request = self._handshake(request)
+                if request is None:
+                    return
             super().process_request_thread(request, client_address)
         finally:
             with self._connections_lock:
                 self._connections.pop(threading.current_thread(), None)
+
+    def _handshake(self, request: socket.socket) -> ssl.SSLSocket | None:
+        assert self.tls is not None
+        request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except OSError:  # a plain-HTTP client, one that refused our certificate, a hang-up
+            with contextlib.suppress(OSError):
+                request.close()
+            return None
+        wrapped.settimeout(None)
+        with self._connections_lock:
+            # The plain socket was detached by the wrap: track the one that owns the fd now.
+            self._connections[threading.current_thread()] = wrapped
+        return wrapped
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients hanging up mid-request is routine (and what stop() does); stay quiet.
@@ -87,9 +113,11 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections.items())
         for _, sock in connections:
-            # It may already be closed by a reset fault or the client.
+            # It may already be closed by a reset fault or the client. The plain socket's
+            # shutdown, also for TLS: SSLSocket.shutdown would drop the SSL object under the
+            # thread still reading through it.
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
         for thread, _ in connections:
             thread.join(timeout)
 

@@ -21,6 +21,7 @@ from .service import FirehoseService
 from .sigv4 import DEFAULT_CREDENTIALS
 from .stats import Stats
 from .throttle import Clock
+from .tls import Certificates, require_trustme
 
 DEFAULT_BUFFER_BYTES = 5 * 1024 * 1024
 # Firehose's default is 300 s (60 s minimum is common); tests want files sooner.
@@ -42,6 +43,12 @@ class LocalFirehose:
     ``credentials`` maps the accepted access key ids to their secrets (default
     ``{"testing": "testing"}``, the fake credentials tests use); ``verify_signatures=False``
     accepts any request. The control API (``/_emulator/``) is never checked.
+
+    ``tls=True`` serves HTTPS (the control API too) with a certificate for 127.0.0.1 and
+    localhost signed by a CA made at :meth:`start` and thrown away at :meth:`stop`; clients
+    trust it through :attr:`ca_file` (``AWS_CA_BUNDLE``, ``verify=`` for boto3). It needs
+    the ``trustme`` package (``pip install 'firehose-buffer[emulator-tls]'``): without it the
+    constructor raises ConfigurationError.
     """
 
     def __init__(
@@ -61,7 +68,12 @@ class LocalFirehose:
         region: str = "us-east-1",
         verify_signatures: bool = True,
         credentials: Mapping[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
+        if tls:
+            require_trustme()  # here, not at start(): a missing extra is a setup error
+        self._tls = tls
+        self._certificates: Certificates | None = None
         self._host = host
         self._credentials: Mapping[str, str] | None = None
         if verify_signatures:
@@ -89,11 +101,18 @@ class LocalFirehose:
         """Bind, start serving and delivering; returns self."""
         if self._server is not None or self._stopped:
             raise RuntimeError("a LocalFirehose starts once")
+        certificates = Certificates(self._host) if self._tls else None
         # Bind first: if the port is taken, nothing has been started or created yet.
-        self._server = EmulatorHTTPServer(
-            (self._host, self._requested_port), self._service, ControlApi(self._service),
-            self._credentials,
-        )
+        try:
+            self._server = EmulatorHTTPServer(
+                (self._host, self._requested_port), self._service, ControlApi(self._service),
+                self._credentials, None if certificates is None else certificates.context,
+            )
+        except BaseException:
+            if certificates is not None:
+                certificates.remove()
+            raise
+        self._certificates = certificates
         if self._temp_dir:
             self._data_dir = Path(tempfile.mkdtemp(prefix="firehose-emulator-"))
             self._delivery.data_dir = self._data_dir
@@ -122,6 +141,8 @@ class LocalFirehose:
         if self._serve_thread is not None:
             self._serve_thread.join()
         self._delivery.stop()
+        if self._certificates is not None:
+            self._certificates.remove()
         if self._temp_dir and self._server is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
 
@@ -144,8 +165,19 @@ class LocalFirehose:
 
     @property
     def endpoint_url(self) -> str:
-        """``http://127.0.0.1:PORT``, for ``boto3.client(..., endpoint_url=...)``."""
-        return f"http://{self._host}:{self.port}"
+        """``http://127.0.0.1:PORT`` (``https://`` with ``tls=True``), for
+        ``boto3.client(..., endpoint_url=...)``."""
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """With ``tls=True``, the path of the PEM file of the CA that signed the emulator's
+        certificate (it exists from start to stop); None without TLS."""
+        if not self._tls:
+            return None
+        if self._certificates is None:
+            raise RuntimeError("the CA is made at start()")
+        return str(self._certificates.ca_file)
 
     @property
     def data_dir(self) -> Path:
@@ -157,7 +189,8 @@ class LocalFirehose:
     def client(self, **kwargs: Any) -> Any:
         """A boto3 Firehose client for this emulator with credentials it accepts.
 
-        ``kwargs`` go to ``boto3.client`` (e.g. ``config=Config(retries=...)``).
+        ``kwargs`` go to ``boto3.client`` (e.g. ``config=Config(retries=...)``); with TLS,
+        ``verify`` defaults to :attr:`ca_file`.
         """
         import boto3  # noqa: PLC0415  (only callers who want a client pay for boto3)
 
@@ -168,6 +201,8 @@ class LocalFirehose:
             "aws_access_key_id": key,
             "aws_secret_access_key": secret,
         }
+        if self._tls:
+            options["verify"] = self.ca_file
         options.update(kwargs)
         return boto3.client("firehose", **options)
 

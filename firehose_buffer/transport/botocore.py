@@ -9,6 +9,8 @@ itself. The buffer's own client (:mod:`.lean`) does not have this gap.
 from __future__ import annotations
 
 import logging
+import re
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 
@@ -19,8 +21,11 @@ from botocore.exceptions import (
     EndpointConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProxyConnectionError,
+    SSLError,
 )
 from botocore.parsers import ResponseParserError
+from urllib3.util.ssl_match_hostname import CertificateError as Urllib3CertificateError
 
 from .._service.firehose import FIREHOSE, MALFORMED
 from .outcome import Outcome
@@ -73,6 +78,17 @@ class BotocoreTransport:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             return FIREHOSE.classify_error(str(error.get("Code") or "") or None, _int(status))
+        except SSLError as exc:
+            if _cause(exc, _CERTIFICATE_ERRORS) is not None:
+                # As the lean transport says it: refused before anything was sent.
+                return Outcome(error="SSLCertVerificationError")
+            return Outcome(error=type(exc).__name__, retryable=True, unknown=True)
+        except ProxyConnectionError as exc:
+            # urllib3 keeps only http.client's message of a refused CONNECT.
+            refused = _TUNNEL_REFUSED.search(str(_cause(exc, OSError) or ""))
+            if refused is not None and refused.group(1) == "407":
+                return Outcome(error="ProxyAuthenticationRequired")
+            return Outcome(error=type(exc).__name__, retryable=True)
         except (ConnectTimeoutError, EndpointConnectionError) as exc:
             # Nothing reached the service: a resend cannot duplicate.
             return Outcome(error=type(exc).__name__, retryable=True)
@@ -110,6 +126,31 @@ class BotocoreTransport:
 
     def close(self) -> None:
         """Nothing to release: the client is the user's (or the factory's) to close."""
+
+
+# urllib3 checks the host name of a certificate for an IP address itself, with its own error.
+_CERTIFICATE_ERRORS = (ssl.SSLCertVerificationError, Urllib3CertificateError)
+_TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3})")
+
+
+def _cause(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...],
+           ) -> BaseException | None:
+    """The first ``kind`` among what ``exc`` wraps (botocore's ``error=``, urllib3's args,
+    Python's cause and context), or None."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current is not exc and isinstance(current, kind):
+            return current
+        kwargs = getattr(current, "kwargs", None)
+        wrapped = [kwargs.get("error") if isinstance(kwargs, dict) else None,
+                   current.__cause__, current.__context__, *current.args]
+        todo.extend(e for e in wrapped if isinstance(e, BaseException))
+    return None
 
 
 def _raised_in_parser(exc: BaseException) -> bool:

@@ -8,9 +8,19 @@ body from bytes, sends it over ``http.client`` connections it pools itself, and 
 call by ``call_timeout_seconds`` with a watchdog that shuts the socket down at the deadline.
 
 Why not urllib3's pool: the deadline needs the socket from the moment the call starts
-(connect, TLS handshake, sending, waiting for headers), and a connection cut off must never
-go back to the pool; urllib3 exposes neither without private methods. Proxies
-(``HTTPS_PROXY``) are not supported here: pass a boto3 client to go through one.
+(connect, CONNECT through a proxy, TLS handshake, sending, waiting for headers), and a
+connection cut off must never go back to the pool; urllib3 exposes neither without private
+methods. TLS trusts what botocore trusts (``AWS_CA_BUNDLE``, ``ca_bundle`` in the AWS config
+file, else botocore's bundle); proxies are chosen as botocore chooses them (see
+:mod:`._connect`).
+
+A certificate the endpoint presents that the client cannot verify, and a proxy that refuses
+its credentials (407), fail the call at once, not retryable: nothing was sent, and what would
+change the answer (the CA bundle, the endpoint, the proxy URL) is read once, when the
+transport is made. The buffer then fails the records with that reason (to the spool, where a
+restart with the fix delivers them, or to ``on_failure``), rather than resending into the
+same refusal until ``record_ttl_seconds``. A proxy that cannot be reached, or answers CONNECT
+with a 5xx, is retryable like an endpoint that cannot be reached.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from .._runtime.logs import RateLimitedLog
 from .._service.firehose import FIREHOSE, MALFORMED
 from ..config import BufferConfig
 from ..errors import ConfigurationError
+from ._connect import Connection, ProxyError, ProxyRefused, choose_proxy, host_header
 from ._deadline import WATCHDOG
 from .outcome import Outcome
 
@@ -43,7 +54,6 @@ log = logging.getLogger("firehose_buffer")
 
 #: A PutRecordBatch answer is at most ~100 bytes per record; anything far larger is hostile.
 _MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-_Connection = http.client.HTTPConnection
 USER_AGENT = "firehose-buffer"
 
 
@@ -54,7 +64,8 @@ class LeanTransport:
     or the AWS configuration; endpoint from ``config.endpoint_url``, else
     ``AWS_ENDPOINT_URL_FIREHOSE`` / ``AWS_ENDPOINT_URL`` / the config files, else the
     regional endpoint (botocore is asked once, at construction); credentials from botocore's
-    chain, refreshable ones frozen per request.
+    chain, refreshable ones frozen per request; the CA bundle and the proxy as botocore
+    would pick them, at construction.
     """
 
     def __init__(self, config: BufferConfig, session: Any = None) -> None:
@@ -100,15 +111,30 @@ class LeanTransport:
         self._path = parts.path or "/"
         self._url = f"{parts.scheme}://{parts.netloc}{self._path}"
         self._ssl: ssl.SSLContext | None = None
+        self._ca_bundle: str | None = None
         if self._https:
             ca = session.get_config_variable("ca_bundle") or get_cert_path(True)
-            self._ssl = ssl.create_default_context(cafile=ca)
+            try:
+                self._ssl = ssl.create_default_context(cafile=ca)
+            except (OSError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"cannot read the CA bundle {ca!r} (AWS_CA_BUNDLE, or ca_bundle in the AWS "
+                    f"config file): {exc}") from exc
+            self._ca_bundle = str(ca)
+        self._proxy = choose_proxy(endpoint, config.proxies)
+        # Through a proxy, plain HTTP goes to the proxy with the absolute URL as the target.
+        forwarded = self._proxy is not None and not self._https
+        self._target = self._url if forwarded else self._path
+        self._extra_headers = dict(self._proxy.headers) if forwarded and self._proxy else {}
+        self._host_header = host_header(endpoint)
         self._errors = RateLimitedLog(log, interval=10.0)
+        # Refusals that only a change of setup can end, said apart from the network's noise.
+        self._refusals = RateLimitedLog(log, interval=10.0)
         self._init_pool()
 
     def _init_pool(self) -> None:
         self._pool_lock = threading.Lock()
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._pid = os.getpid()
 
     # -- the contract -----------------------------------------------------------------------
@@ -149,6 +175,7 @@ class LeanTransport:
         headers = self._sign(frozen, body)
         conn = self._checkout()
         armed = WATCHDOG.arm(deadline, conn)
+        conn.armed = armed
         sent = False
         try:
             if conn.sock is None:
@@ -161,7 +188,7 @@ class LeanTransport:
                 raise TimeoutError("deadline reached while connecting")
             conn.sock.settimeout(config.read_timeout_seconds)
             sent = True
-            conn.request("POST", self._path, body, headers)
+            conn.request("POST", self._target, body, headers)
             response = conn.getresponse()
             payload = response.read(_MAX_RESPONSE_BYTES + 1)
             # read(amt) returns what came before an EOF without complaint: a body shorter
@@ -172,7 +199,10 @@ class LeanTransport:
         except Exception as exc:
             cut_off = not WATCHDOG.disarm(armed)
             conn.close()
-            return _failure(exc, cut_off, sent)
+            outcome = _failure(exc, cut_off, sent)
+            if not cut_off:
+                self._explain(exc, outcome)
+            return outcome
         cut_off = not WATCHDOG.disarm(armed)
         if cut_off or not reusable or len(payload) > _MAX_RESPONSE_BYTES:
             conn.close()  # cut off, or the server is done with it: never back to the pool
@@ -186,18 +216,40 @@ class LeanTransport:
 
     def _sign(self, frozen: Any, body: bytes) -> dict[str, str]:
         request = AWSRequest(method="POST", url=self._url, data=body, headers={
-            "Content-Type": FIREHOSE.content_type, "X-Amz-Target": FIREHOSE.target,
+            # Signed as sent, whatever http.client would have made of the URL.
+            "Host": self._host_header, "Content-Type": FIREHOSE.content_type,
+            "X-Amz-Target": FIREHOSE.target,
         })
         SigV4Auth(frozen, FIREHOSE.signing_name, self.region).add_auth(request)
         headers = dict(request.headers.items())
         # Unsigned, as in botocore: proxies may rewrite them.
         headers["Content-Length"] = str(len(body))
         headers["User-Agent"] = USER_AGENT
+        headers.update(self._extra_headers)
         return headers
+
+    def _explain(self, exc: Exception, outcome: Outcome) -> None:
+        """The details of a refusal the outcome's name alone cannot give, once per 10 s."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            self._refusals.error(
+                "TLS: the certificate of %s could not be verified (%s), trusting the CAs in "
+                "%s; set AWS_CA_BUNDLE or ca_bundle in the AWS config file to the CA that "
+                "signed it. Nothing was sent; the events fail as %s",
+                self._host_header, exc.verify_message or exc.reason, self._ca_bundle,
+                outcome.error)
+        elif isinstance(exc, ProxyRefused) and self._proxy is not None:
+            hint = "; check the user and password in the proxy URL" \
+                if exc.status == 407 else ""
+            self._refusals.error(
+                "proxy %s refused the tunnel to %s: %d %s%s. Nothing was sent; the events "
+                "%s as %s", self._proxy.display, self._host_header, exc.status, exc.reason,
+                hint, "are retried" if outcome.retryable else "fail", outcome.error)
+        elif isinstance(exc, ProxyError) and self._proxy is not None:
+            self._errors.warning("proxy %s: %s (retried)", self._proxy.display, exc)
 
     # -- the pool ---------------------------------------------------------------------------
 
-    def _checkout(self) -> _Connection:
+    def _checkout(self) -> Connection:
         if self._pid != os.getpid():
             self.after_fork()  # forked without Python's hooks: still never share a socket
         while True:
@@ -209,19 +261,16 @@ class LeanTransport:
                 return conn
             conn.close()
 
-    def _checkin(self, conn: _Connection) -> None:
+    def _checkin(self, conn: Connection) -> None:
         with self._pool_lock:
             if self._pid == os.getpid() and len(self._idle) < self._config.concurrency:
                 self._idle.append(conn)
                 return
         conn.close()
 
-    def _new_connection(self) -> _Connection:
-        timeout = self._config.connect_timeout_seconds
-        if self._ssl is not None:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
-                                               context=self._ssl)
-        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+    def _new_connection(self) -> Connection:
+        return Connection(self._host, self._port, self._config.connect_timeout_seconds,
+                          tls=self._ssl, proxy=self._proxy)
 
 
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -257,7 +306,7 @@ def plain_regional_endpoint(session: Any, region: str | None) -> str | None:
     return None
 
 
-def _usable(conn: _Connection) -> bool:
+def _usable(conn: Connection) -> bool:
     """An idle keep-alive connection the server has not closed (nothing readable on it)."""
     sock = conn.sock
     if sock is None:
@@ -301,6 +350,14 @@ def _failure(exc: Exception, cut_off: bool, sent: bool) -> Outcome:
     if cut_off:
         return Outcome(error="CallTimeout", retryable=True, unknown=sent)
     if not sent:
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return Outcome(error="SSLCertVerificationError")
+        if isinstance(exc, ProxyRefused):
+            return _proxy_refused(exc.status)
+        if isinstance(exc, ProxyError):
+            return Outcome(error="ProxyConnectionError", retryable=True)
+        if isinstance(exc, ssl.SSLError):
+            return Outcome(error="SSLError", retryable=True)
         name = "ConnectTimeoutError" if isinstance(exc, TimeoutError) else \
             "EndpointConnectionError"
         return Outcome(error=name, retryable=True)
@@ -309,6 +366,15 @@ def _failure(exc: Exception, cut_off: bool, sent: bool) -> Outcome:
     if isinstance(exc, OSError | http.client.HTTPException):
         return Outcome(error="ConnectionClosedError", retryable=True, unknown=True)
     raise exc  # not the network's doing: send() logs it as a bug
+
+
+def _proxy_refused(status: int) -> Outcome:
+    """A proxy's answer to CONNECT: nothing reached Firehose, so never a possible duplicate.
+    407 (credentials) and other 4xx are the proxy's settled refusal; 5xx and 429 may pass."""
+    if status == 407:
+        return Outcome(error="ProxyAuthenticationRequired")
+    retryable = status >= 500 or status == 429
+    return Outcome(error=f"ProxyHTTP{status}", retryable=retryable)
 
 
 __all__ = ["LeanTransport"]
