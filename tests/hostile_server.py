@@ -64,6 +64,9 @@ class Behaviour(enum.StrEnum):
     #: on that connection is met with a TCP RST before a byte of it is read, as when a
     #: server's idle timeout closes a keep-alive connection just as the client reuses it.
     STALE_KEEPALIVE = "stale_keepalive"
+    #: Answered (and stored) as Firehose would, with no ``Connection: close``; then the
+    #: server closes the connection (a FIN), as its idle timeout does.
+    IDLE_CLOSE = "idle_close"
 
 
 #: Answers that are an HTTP 200 with a body botocore parses, but that is not Firehose's shape.
@@ -347,6 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour is Behaviour.STALE_KEEPALIVE:
             self._send(200, _success(ids))
             self.reset_next = True
+        elif behaviour is Behaviour.IDLE_CLOSE:
+            self._send(200, _success(ids))
+            self.close_connection = True
         elif behaviour is Behaviour.HANG:
             owner.stopping.wait()
             self.close_connection = True

@@ -100,6 +100,8 @@ class Connection(http.client.HTTPConnection):
         self._tls = tls
         self._proxy = proxy
         self.armed: Armed | None = None
+        #: When it last went back to the pool (monotonic seconds).
+        self.idle_since = 0.0
 
     def connect(self) -> None:
         proxy = self._proxy

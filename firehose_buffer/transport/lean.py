@@ -52,6 +52,11 @@ from .outcome import Outcome
 
 log = logging.getLogger("firehose_buffer")
 
+#: A pooled connection idle this long is closed rather than reused: servers and load balancers
+#: close idle connections after a while (60 s and up is usual), and one closed just as a
+#: request goes out resets it, an outcome the client cannot tell from a lost answer (a
+#: possible duplicate). Reconnecting costs one handshake per stream after a quiet spell.
+_MAX_IDLE_SECONDS = 20.0
 #: A PutRecordBatch answer is at most ~100 bytes per record; anything far larger is hostile.
 _MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 USER_AGENT = "firehose-buffer"
@@ -257,13 +262,14 @@ class LeanTransport:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 return self._new_connection()
-            if _usable(conn):
+            if time.monotonic() - conn.idle_since < _MAX_IDLE_SECONDS and _usable(conn):
                 return conn
             conn.close()
 
     def _checkin(self, conn: Connection) -> None:
         with self._pool_lock:
             if self._pid == os.getpid() and len(self._idle) < self._config.concurrency:
+                conn.idle_since = time.monotonic()
                 self._idle.append(conn)
                 return
         conn.close()
