@@ -17,7 +17,9 @@ get their chance. Quota refusals are counted apart from injected faults (:class:
 Faults (see :mod:`.faults`): scripted (:meth:`LocalFirehose.script` with :class:`Fault`
 values) or random with a seed (:class:`FaultRates`).
 
-Delivery (see :mod:`.delivery`): ``<data_dir>/<stream>/YYYY/MM/DD/HH/<stream>-1-...``.
+Delivery (see :mod:`.delivery`): ``<data_dir>/<stream>/YYYY/MM/DD/HH/<stream>-1-...``, ended by
+the stream's ``FileExtension``; :meth:`LocalFirehose.delivered_lines` decodes zstd and gzip
+objects (compressed records) whole.
 
 Three ways to run it: in-process (``with LocalFirehose(...) as fh``), as a process
 (``python -m firehose_buffer.emulator --port 0``, see :mod:`.cli`, driven remotely through
