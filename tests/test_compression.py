@@ -4,13 +4,14 @@ limits, cut where it wastes least; together they decode to exactly the lines, in
 from __future__ import annotations
 
 import gzip
+import mmap
 import random
 import resource
 import sys
 import threading
 import zlib
 from collections.abc import Sequence
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any, overload
 
 import pytest
@@ -318,3 +319,39 @@ def test_decompress_object_reads_every_frame_and_passes_plain_lines(
     assert decompress_object(b"".join(records)) == b"".join(parts)
     assert sniff(b'{"plain":1}\n') is None
     assert decompress_object(b'{"plain":1}\n') == b'{"plain":1}\n'
+
+
+@pytest.mark.parametrize(("codec", "backend"), ENGINES)
+@FAST
+@given(case=inputs(), cuts=st.lists(st.floats(0, 1), max_size=4))
+def test_pieces_read_as_one_run_give_the_same_records(
+    codec: str, backend: str | None, case: dict[str, Any], cuts: list[float]
+) -> None:
+    """Lines over several segments (split anywhere, even inside a line) make the records one
+    buffer of the same bytes makes."""
+    lines: list[bytes] = case["lines"]
+    data, ends = b"".join(lines), list(accumulate(map(len, lines)))
+    points = sorted({int(f * len(data)) for f in cuts} | {0, len(data)})
+    pieces = [memoryview(data)[a:b] for a, b in pairwise(points)]
+    bounds = {k: case[k] for k in ("target", "limit", "must", "max_bytes", "max_records")}
+    whole = Compressor(codec, case["level"], backend=backend).compress(data, ends, **bounds)
+    split = Compressor(codec, case["level"], backend=backend).compress(pieces, ends, **bounds)
+    assert [bytes(r) for r in split.records] == [bytes(r) for r in whole.records]
+    assert (split.lines, split.consumed, split.oversize) == (whole.lines, whole.consumed,
+                                                             whole.oversize)
+
+
+def test_segments_can_be_closed_after_a_call_and_records_outlive_them() -> None:
+    """Lines in two mmap segments: compress() keeps no view of them once it returns."""
+    lines = make_lines(random.Random(9), 400, 800, 0.1)
+    half = len(lines) // 2
+    segments = []
+    for part in (lines[:half], lines[half:]):
+        mm = mmap.mmap(-1, sum(map(len, part)))
+        mm.write(b"".join(part))
+        segments.append(mm)
+    result = Compressor("gzip").compress(segments, list(accumulate(map(len, lines))),
+                                         target=16 * 1024)
+    for mm in segments:
+        mm.close()  # BufferError if a view of it were still alive
+    assert decompress_object(b"".join(result.records)) == b"".join(lines)

@@ -49,12 +49,14 @@ from __future__ import annotations
 import gzip
 import importlib
 import io
+import mmap
 import struct
 import threading
 import zlib
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from types import ModuleType
 from typing import Any, Final, Literal, Protocol
 
@@ -62,6 +64,7 @@ from ..errors import ConfigurationError
 from ..limits import BILLING_STEP_BYTES, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES
 
 Codec = Literal["zstd", "gzip"]
+BytesLike = bytes | bytearray | memoryview | mmap.mmap
 CODECS: Final[tuple[Codec, ...]] = ("zstd", "gzip")
 
 #: Levels used when none is given; chosen from ``benchmarks/compression.py`` (ratio, CPU per
@@ -207,8 +210,9 @@ class _Engine(Protocol):
     def flush(self) -> None:
         """Write everything fed so far as complete blocks, byte-aligned."""
 
-    def epilogue(self, raw: memoryview) -> bytes:
-        """What ends a frame or member holding exactly ``raw``, after a :meth:`flush`."""
+    def epilogue(self, raw: list[memoryview]) -> bytes:
+        """What ends a frame or member holding exactly the bytes of ``raw``, after a
+        :meth:`flush`."""
 
     def restart(self) -> None:
         """Forget the open frame: the next :meth:`feed` starts a new one with no history.
@@ -233,7 +237,7 @@ class _ZstandardEngine:
     def flush(self) -> None:
         self._writer.flush(self._flush_block)
 
-    def epilogue(self, raw: memoryview) -> bytes:
+    def epilogue(self, raw: list[memoryview]) -> bytes:
         return _ZSTD_END
 
     def restart(self) -> None:
@@ -267,7 +271,7 @@ class _StdlibZstdEngine:
     def flush(self) -> None:
         self._out.write(self._c.compress(b"", self._block))
 
-    def epilogue(self, raw: memoryview) -> bytes:
+    def epilogue(self, raw: list[memoryview]) -> bytes:
         return _ZSTD_END
 
     def restart(self) -> None:
@@ -296,12 +300,43 @@ class _DeflateEngine:
     def flush(self) -> None:
         self._out.write(self._z.flush(zlib.Z_SYNC_FLUSH))
 
-    def epilogue(self, raw: memoryview) -> bytes:
-        return _DEFLATE_END + _GZIP_TRAILER.pack(zlib.crc32(raw), len(raw) & 0xFFFFFFFF)
+    def epilogue(self, raw: list[memoryview]) -> bytes:
+        crc = size = 0
+        for piece in raw:
+            crc = zlib.crc32(piece, crc)
+            size += len(piece)
+        return _DEFLATE_END + _GZIP_TRAILER.pack(crc, size & 0xFFFFFFFF)
 
     def restart(self) -> None:
         # A full flush drops the history: what follows decodes without what came before.
         self._z.flush(zlib.Z_FULL_FLUSH)
+
+
+class _Raw:
+    """A run's bytes: one buffer, or several pieces read as one (lines over segments)."""
+
+    __slots__ = ("starts", "views")
+
+    def __init__(self, views: list[memoryview]) -> None:
+        self.views = views
+        self.starts = [0, *accumulate(len(v) for v in views)]
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def slices(self, a: int, b: int) -> list[memoryview]:
+        """Views covering bytes ``a`` to ``b`` of the run, in order."""
+        views, starts = self.views, self.starts
+        if len(views) == 1:
+            return [views[0][a:b]]
+        out = []
+        i = bisect_right(starts, a) - 1
+        while a < b:
+            end = min(b, starts[i + 1])
+            out.append(views[i][a - starts[i]:end - starts[i]])
+            a = end
+            i += 1
+        return out
 
 
 @dataclass(slots=True)
@@ -374,7 +409,7 @@ class Compressor:
 
     def compress(
         self,
-        data: bytes | bytearray | memoryview,
+        data: BytesLike | Sequence[BytesLike],
         ends: Sequence[int],
         *,
         target: int,
@@ -385,35 +420,45 @@ class Compressor:
     ) -> Compressed:
         """Records from the leading lines of ``data``.
 
-        ``ends[k]`` is the offset in ``data`` just past line ``k`` (line 0 starts at 0), so
-        lines are ``data[ends[k-1]:ends[k]]``, each ending with its newline. Records are full
-        when adding the next line would take them past ``target`` wire bytes; each is cut at
-        the candidate within ``window_bytes`` below that which wastes least of its last
-        5,120-byte step, and none exceeds ``limit`` (a line alone may exceed ``target``).
-        The first ``must`` lines (default: all) leave now: after the full records, the rest of
-        them go in one last record, cut at the least-waste line from ``must - 1`` on. Lines
-        that neither fill a record nor must leave stay: ``consumed`` says where the next call
-        starts. A call stops before a record that might take its output past ``max_bytes`` or
-        past ``max_records`` records (one PutRecordBatch), so ``consumed`` can be below
-        ``must``.
+        ``data`` is one buffer, or a list or tuple of buffers read as their concatenation
+        (lines spread over several segments: a record may take lines from all of them, and a
+        line may even straddle two). ``ends[k]`` is the offset in ``data`` just past line
+        ``k`` (line 0 starts at 0), so lines are ``data[ends[k-1]:ends[k]]``, each ending
+        with its newline. Records are full when adding the next line would take them past
+        ``target`` wire bytes; each is cut at the candidate within ``window_bytes`` below that
+        which wastes least of its last 5,120-byte step, and none exceeds ``limit`` (a line
+        alone may exceed ``target``). The first ``must`` lines (default: all) leave now: after
+        the full records, the rest of them go in one last record, cut at the least-waste line
+        from ``must - 1`` on. Lines that neither fill a record nor must leave stay:
+        ``consumed`` says where the next call starts. A call stops before a record that might
+        take its output past ``max_bytes`` or past ``max_records`` records (one
+        PutRecordBatch), so ``consumed`` can be below ``must``.
         """
         if target <= 0 or limit < target:
             raise ValueError("need 0 < target <= limit")
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("a Compressor is used by one thread at a time: make one per thread")
+        views: list[memoryview] = []
         try:
-            with memoryview(data) as whole:
-                view = whole if whole.ndim == 1 and whole.itemsize == 1 else whole.cast("B")
-                if ends and ends[-1] > len(view):
-                    raise ValueError("ends go past the end of data")
-                n = len(ends)
-                return self._compress(view, ends, n, n if must is None else min(must, n),
-                                      target, limit, max_bytes, max_records)
+            for piece in data if isinstance(data, list | tuple) else (data,):
+                view = memoryview(piece)
+                views.append(view)
+                if view.ndim != 1 or view.itemsize != 1:
+                    views.append(view := view.cast("B"))
+            raw = _Raw([v for v in views if v.ndim == 1 and v.itemsize == 1])
+            if ends and ends[-1] > len(raw):
+                raise ValueError("ends go past the end of data")
+            n = len(ends)
+            return self._compress(raw, ends, n, n if must is None else min(must, n),
+                                  target, limit, max_bytes, max_records)
         finally:
+            # Views of the caller's memory end here (an mmap with a view alive cannot close).
+            for view in reversed(views):
+                view.release()
             self._busy.release()
 
     def _compress(  # noqa: PLR0917  (one call's bounds, all needed)
-        self, view: memoryview, ends: Sequence[int], n: int, must: int, target: int,
+        self, raw: _Raw, ends: Sequence[int], n: int, must: int, target: int,
         limit: int, max_bytes: int, max_records: int,
     ) -> Compressed:
         out = self._out
@@ -433,7 +478,7 @@ class Compressor:
             if pos >= must and (ends[n - 1] - base) / self.ratio < goal:
                 break  # not expected to fill a record, and nothing has to leave
             start = out.pos
-            k = self._record(view, ends, pos, n, must, goal, cap)
+            k = self._record(raw, ends, pos, n, must, goal, cap)
             if k < 0:
                 out.pos = start
                 oversize = k == _OVERSIZE and cap == limit
@@ -441,8 +486,7 @@ class Compressor:
             spans.append((start, out.pos))
             lines.append(k + 1 - pos)
             longest.append(self._longest)
-            raw = ends[k] - base
-            self.ratio += _RATIO_WEIGHT * (raw / (out.pos - start) - self.ratio)
+            self.ratio += _RATIO_WEIGHT * ((ends[k] - base) / (out.pos - start) - self.ratio)
             pos = k + 1
         buf = memoryview(out.buf)
         return Compressed(
@@ -497,7 +541,7 @@ class Compressor:
         return last, False
 
     def _record(  # noqa: PLR0917
-        self, view: memoryview, ends: Sequence[int], pos: int, n: int, must: int, goal: int,
+        self, raw: _Raw, ends: Sequence[int], pos: int, n: int, must: int, goal: int,
         cap: int,
     ) -> int:
         """Write one record of lines ``pos..k`` at the output's position; return ``k``
@@ -523,7 +567,8 @@ class Compressor:
                 ratio = (fed_to - base) / max(1, out.pos - start - header)
             last, bulk = self._step(ends, fed, n, must, size, goal, ratio, restarts,
                                     first=fed == pos)
-            engine.feed(view[fed_to:ends[last]])
+            for piece in raw.slices(fed_to, ends[last]):
+                engine.feed(piece)
             engine.flush()
             self.flushes += 1
             size = out.pos - start + epi
@@ -584,7 +629,7 @@ class Compressor:
             self.recompressed_bytes += ends[cand_k[-1]] - ends[k]
         out.pos = cand_at[best]
         end = out.pos + epi
-        out.write(engine.epilogue(view[base:ends[k]]))
+        out.write(engine.epilogue(raw.slices(base, ends[k])))
         engine.restart()
         out.pos = end
         return k
