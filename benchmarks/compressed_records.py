@@ -11,8 +11,9 @@ a second of a 1 MiB/s stream), each call taking every line left. Per codec and l
   same lines uncompressed, packed by ``packing.cut_records`` at the same target (today).
 - CPU: ns of the calling thread (``time.thread_time``) per raw byte, best of a few rounds;
   the reference is base64 plus SHA-256 of the same bytes (what each byte sent costs today).
-- cut: billed/wire of the least-waste cut; the reference is billed/wire of the same lines
-  compressed once into one frame and billed with whatever its last step wastes.
+- cut: billed/wire of the least-waste cut; the reference is the same compressor cutting at the
+  last line that fits (window 0, no choice: whatever its last step wastes). The last record of
+  the run is left out of both (it ends where the lines end). Its CPU is in the details.
 - faults: minor page faults (``ru_minflt``) per MB of raw lines over the measured rounds,
   after a warm-up round (the buffers are then at their high-water mark).
 
@@ -75,7 +76,6 @@ class Result:
     cut_billed: int = 0
     longest_waste: int = 0
     whole_once_wire: int = 0
-    once_billed: int = 0
     seconds: float = 0.0
     faults_per_mb: float = 0.0
     flushes: int = 0
@@ -164,7 +164,6 @@ def measure(lines: Lines, codec: str, level: int, rounds: int, *, one_frame: boo
             res.cut_wire += len(record)
             res.cut_billed += billed_bytes(len(record))
             res.longest_waste += -size % BILLING_STEP_BYTES
-            res.once_billed += billed_bytes(once)
         pos += raw
     if pos != lines.raw:
         raise RuntimeError(f"records hold {pos} of {lines.raw} raw bytes")
@@ -239,7 +238,7 @@ def run(quick: bool) -> list[Row]:
         send = _send_cost(lines, rounds)
         for codec, level in LEVELS:
             res = measure(lines, codec, level, rounds)
-            naive = measure(lines, codec, level, 1, one_frame=False, window_bytes=0,
+            naive = measure(lines, codec, level, rounds, one_frame=False, window_bytes=0,
                             good_enough=-1)
             rows.extend(_rows(lines, codec, level, res, naive=naive, plain_billed=plain,
                               send_seconds=send))
