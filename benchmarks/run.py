@@ -10,7 +10,9 @@ byte of the lean transport against botocore and the floor, over HTTP and HTTPS),
 each input check costs), server (a FastAPI endpoint with and without the buffer; wrk for its
 saturation figure), coldstart (import and construction in a fresh process, for
 Lambda), asyncio_close (loop stalls while aclose() drains a backlog; put() on a full buffer),
-workers (4 producer processes bursting on the same 4 streams: drain time against the quota).
+workers (4 producer processes bursting on the same 4 streams: drain time against the quota),
+compression (compressed records per codec and level on tracking-like and worst-case events:
+ratio, bill, CPU per byte, cut waste, page faults).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from benchmarks import (  # noqa: E402  (the path above makes the package import
     asyncio_close,
     botocore_profile,
     coldstart,
+    compressed_records,
     cost,
     encoding,
     end_to_end,
@@ -59,6 +62,7 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "coldstart": coldstart.run,
     "asyncio_close": asyncio_close.run,
     "workers": workers.run,
+    "compression": compressed_records.run,
 }
 
 

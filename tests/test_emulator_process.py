@@ -138,6 +138,9 @@ def test_control_api_in_process(tmp_path: Path) -> None:
         assert stats.faults == {"records_internal_failure": 1}
         with pytest.raises(RuntimeError, match="404"):
             control._call("POST", "nope", {})
+        control.create_stream("z", file_extension=".jsonl.zst")
+        client.put_record(DeliveryStreamName="z", Record={"Data": b"z\n"})
+        assert [p.name.endswith(".jsonl.zst") for p in control.flush()["z"]] == [True]
 
 
 def test_aws_cli_creates_a_stream_and_puts_records(tmp_path: Path) -> None:

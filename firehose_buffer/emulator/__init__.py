@@ -17,7 +17,9 @@ get their chance. Quota refusals are counted apart from injected faults (:class:
 Faults (see :mod:`.faults`): scripted (:meth:`LocalFirehose.script` with :class:`Fault`
 values) or random with a seed (:class:`FaultRates`).
 
-Delivery (see :mod:`.delivery`): ``<data_dir>/<stream>/YYYY/MM/DD/HH/<stream>-1-...``.
+Delivery (see :mod:`.delivery`): ``<data_dir>/<stream>/YYYY/MM/DD/HH/<stream>-1-...``, ended by
+the stream's ``FileExtension``; :meth:`LocalFirehose.delivered_lines` decodes zstd and gzip
+objects (compressed records) whole.
 
 HTTPS (see :mod:`.tls`): ``LocalFirehose(tls=True)`` or ``--tls`` serve a certificate from a
 throwaway CA made at start, whose file is :attr:`LocalFirehose.ca_file` (the ``emulator-tls``

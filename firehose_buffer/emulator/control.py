@@ -17,7 +17,8 @@ All bodies are JSON. Endpoints:
     "bytes_per_second": ..., "records_per_second": ...}``: fields not given keep the current
     values (of the stream, or of the default when ``stream`` is null).
 ``POST /_emulator/streams``
-    ``{"name": NAME, "quota": {...} | null}``: creates a stream.
+    ``{"name": NAME, "quota": {...} | null, "file_extension": ".jsonl.zst" | null}``:
+    creates a stream (``file_extension`` ends its delivered files' names).
 ``POST /_emulator/flush``
     writes all pending records now; answers ``{"files": {stream: [path, ...]}}``.
 ``GET  /_emulator/files?stream=NAME``
@@ -111,7 +112,12 @@ class ControlApi:
         if path == "streams":
             quota = data.get("quota")
             quota_obj = _quota_from(quota, service.default_quota) if quota else None
-            return {"DeliveryStreamARN": service.create_stream(str(data["name"]), quota_obj)}
+            extension = data.get("file_extension")
+            config = None if extension is None else {
+                "ExtendedS3DestinationConfiguration": {"FileExtension": extension}
+            }
+            return {"DeliveryStreamARN": service.create_stream(str(data["name"]), quota_obj,
+                                                               config)}
         if path == "flush":
             service.delivery.flush()
             return {
@@ -185,15 +191,17 @@ class EmulatorControl:
             "records_per_second": quota.records_per_second,
         })
 
-    def create_stream(self, name: str, quota: Quota | None = None) -> str:
+    def create_stream(
+        self, name: str, quota: Quota | None = None, *, file_extension: str | None = None
+    ) -> str:
         quota_json = None if quota is None else {
             "requests_per_second": quota.requests_per_second,
             "bytes_per_second": quota.bytes_per_second,
             "records_per_second": quota.records_per_second,
         }
-        return str(self._call("POST", "streams", {"name": name, "quota": quota_json})[
-            "DeliveryStreamARN"
-        ])
+        return str(self._call("POST", "streams", {
+            "name": name, "quota": quota_json, "file_extension": file_extension,
+        })["DeliveryStreamARN"])
 
     def flush(self) -> dict[str, list[Path]]:
         """Write pending records; returns every stream's files in the order written."""

@@ -5,7 +5,12 @@ per stream. A buffer becomes a file when it reaches ``buffer_bytes`` or is ``buf
 old (Firehose's BufferingHints), on :meth:`Delivery.flush`, and at stop. Files are named like
 Firehose's default S3 keys, by the UTC time of the buffer's first record::
 
-    <data_dir>/<stream>/YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid4>
+    <data_dir>/<stream>/YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid4><extension>
+
+``<extension>`` is the stream's ``FileExtension`` (``ExtendedS3DestinationConfiguration``;
+empty by default, as Firehose writes no extension for uncompressed delivery): ``.jsonl.zst``
+or ``.jsonl.gz`` for streams receiving compressed records, whose files are then multi-frame
+zstd or multi-member gzip objects exactly as received.
 
 One writer thread writes them in the order the buffers were closed, each to a temporary file
 under ``<data_dir>/.emulator-incoming/`` renamed into place, so a reader never sees a partial
@@ -30,6 +35,7 @@ class _Buffer:
     stream: str
     opened_wall: float
     opened_mono: float
+    extension: str
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
 
@@ -47,6 +53,7 @@ class Delivery:
         self.buffer_seconds = buffer_seconds
         self.keep_records = keep_records
         self._records: dict[str, list[bytes]] = {}
+        self._extensions: dict[str, str] = {}
         self._cond = threading.Condition()
         self._open: dict[str, _Buffer] = {}
         self._closed: deque[_Buffer] = deque()
@@ -64,12 +71,22 @@ class Delivery:
         )
         self._thread.start()
 
+    def set_extension(self, stream: str, extension: str) -> None:
+        """Name ``stream``'s files from now on with ``extension`` (``""``: none)."""
+        with self._cond:
+            if extension:
+                self._extensions[stream] = extension
+            else:
+                self._extensions.pop(stream, None)
+
     def append(self, stream: str, chunks: list[bytes], size: int) -> None:
         """Add one call's accepted records, in order, to ``stream``'s buffer."""
         with self._cond:
             buf = self._open.get(stream)
             if buf is None:
-                buf = self._open[stream] = _Buffer(stream, time.time(), time.monotonic())
+                buf = self._open[stream] = _Buffer(
+                    stream, time.time(), time.monotonic(), self._extensions.get(stream, "")
+                )
                 self._cond.notify()  # the writer's next deadline may now be earlier
             buf.chunks.extend(chunks)
             if self.keep_records:
@@ -152,7 +169,8 @@ class Delivery:
     def _write(self, buf: _Buffer) -> None:
         stamp = time.gmtime(buf.opened_wall)
         folder = self.data_dir / buf.stream / time.strftime("%Y/%m/%d/%H", stamp)
-        name = f"{buf.stream}-1-{time.strftime('%Y-%m-%d-%H-%M-%S', stamp)}-{uuid.uuid4()}"
+        name = (f"{buf.stream}-1-{time.strftime('%Y-%m-%d-%H-%M-%S', stamp)}-{uuid.uuid4()}"
+                f"{buf.extension}")
         folder.mkdir(parents=True, exist_ok=True)
         temp = self.data_dir / INCOMING_DIR / f"{name}.tmp"
         with open(temp, "wb") as f:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from firehose_buffer._core.compression import decompress_object, sniff
 from firehose_buffer.quota import Quota
 
 from .control import ControlApi
@@ -208,9 +209,18 @@ class LocalFirehose:
 
     # -- streams and quotas -------------------------------------------------------------------
 
-    def create_stream(self, name: str, quota: Quota | None = None) -> str:
-        """Create a Direct PUT stream (own ``quota``, else the default); returns its ARN."""
-        return self._service.create_stream(name, quota)
+    def create_stream(
+        self, name: str, quota: Quota | None = None, *, file_extension: str | None = None
+    ) -> str:
+        """Create a Direct PUT stream (own ``quota``, else the default); returns its ARN.
+
+        ``file_extension`` ends its delivered files' names, as the S3 destination's
+        ``FileExtension`` does (``".jsonl.zst"`` for zstd-compressed records).
+        """
+        config = None if file_extension is None else {
+            "ExtendedS3DestinationConfiguration": {"FileExtension": file_extension}
+        }
+        return self._service.create_stream(name, quota, config)
 
     def delete_stream(self, name: str) -> None:
         self._service.delete_stream(name)
@@ -256,16 +266,23 @@ class LocalFirehose:
         return self._delivery.files(stream)
 
     def delivered_bytes(self, stream: str) -> bytes:
-        """Flush, then the concatenation of every delivered file of ``stream``."""
+        """Flush, then the concatenation of every delivered file of ``stream``, as stored
+        (compressed files stay compressed)."""
         self.flush_delivery()
         return b"".join(p.read_bytes() for p in self._delivery.files(stream))
 
     def delivered_lines(self, stream: str) -> list[bytes]:
-        """Flush, then every newline-separated line of ``stream``'s files, in order."""
+        """Flush, then every newline-separated line of ``stream``'s files, in order.
+
+        A file that starts with zstd's or gzip's magic bytes is decoded whole first, every
+        frame or member of it (one per compressed record).
+        """
         self.flush_delivery()
         lines: list[bytes] = []
         for path in self._delivery.files(stream):
             data = path.read_bytes()
+            if sniff(data) is not None:
+                data = decompress_object(data)
             if data:
                 lines.extend(data[:-1].split(b"\n") if data.endswith(b"\n") else data.split(b"\n"))
         return lines

@@ -39,6 +39,9 @@ TARGET_PREFIX = "Firehose_20150804."
 ACCOUNT_ID = "123456789012"
 SLOW_DOWN = "Slow down."
 _STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
+# ExtendedS3DestinationConfiguration.FileExtension, as botocore's service model has it.
+_FILE_EXTENSION = re.compile(r"^$|\.[0-9a-z!\-_.*'()]+")
+_FILE_EXTENSION_MAX = 128
 _THROTTLED_ENTRY = {"ErrorCode": SERVICE_UNAVAILABLE, "ErrorMessage": SLOW_DOWN}
 _FAULT_ENTRIES = {
     code: {"ErrorCode": code, "ErrorMessage": message}
@@ -138,6 +141,7 @@ class FirehoseService:
                 "[a-zA-Z0-9_.-]+"
             )
         arn = f"arn:aws:firehose:{self.region}:{ACCOUNT_ID}:deliverystream/{name}"
+        extension = _file_extension(config or {})
         with self._lock:
             if name in self._streams:
                 raise ApiError(
@@ -150,6 +154,7 @@ class FirehoseService:
                 name, arn, dict(config or {}), throttle=throttle, counters=counters,
                 own_quota=quota is not None,
             )
+            self.delivery.set_extension(name, extension)
         return arn
 
     def delete_stream(self, name: str) -> None:
@@ -394,6 +399,25 @@ class FirehoseService:
         return Response(orjson.dumps(
             {"Encrypted": False, "FailedPutCount": failed, "RequestResponses": entries}
         ))
+
+
+def _file_extension(config: dict[str, Any]) -> str:
+    """The ``FileExtension`` that names a stream's delivered files; checked like AWS does."""
+    destination = config.get("ExtendedS3DestinationConfiguration")
+    if not isinstance(destination, dict) or destination.get("FileExtension") is None:
+        return ""
+    extension = destination["FileExtension"]
+    if not isinstance(extension, str):
+        raise ApiError(400, "SerializationException", "FileExtension must be a string")
+    if len(extension) > _FILE_EXTENSION_MAX or not _FILE_EXTENSION.fullmatch(extension):
+        raise _invalid(
+            f"1 validation error detected: Value '{extension}' at "
+            "'extendedS3DestinationConfiguration.fileExtension' failed to satisfy constraint: "
+            + (f"Member must have length less than or equal to {_FILE_EXTENSION_MAX}"
+               if len(extension) > _FILE_EXTENSION_MAX else
+               f"Member must satisfy regular expression pattern: {_FILE_EXTENSION.pattern}")
+        )
+    return extension
 
 
 def _decode(records: list[Any]) -> list[bytes]:
