@@ -39,12 +39,14 @@ from itertools import accumulate
 import orjson
 
 from firehose_buffer._core.compression import Compressor, zstd_module
-from firehose_buffer.limits import BILLING_STEP_BYTES, MAX_EVENTS_PER_RECORD
-from firehose_buffer.packing import billed_bytes, cut_records
+from firehose_buffer._core.packing import billed_bytes, cut_records
+from firehose_buffer._service.firehose import FIREHOSE
 
 from . import events, tracking_events
 from .report import Row
 
+BILLING_STEP_BYTES = FIREHOSE.billing_step
+MAX_EVENTS_PER_RECORD = FIREHOSE.max_events_per_record
 TARGET = 512 * 1024
 LEVELS = (("zstd", 1), ("zstd", 3), ("zstd", 6), ("gzip", 1), ("gzip", 6))
 #: Goals from the compression issue, for the compressor alone (the end-to-end figures are the

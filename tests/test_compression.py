@@ -26,9 +26,11 @@ from firehose_buffer._core.compression import (
     resolve_level,
     sniff,
 )
+from firehose_buffer._service.firehose import FIREHOSE
 from firehose_buffer.errors import ConfigurationError
-from firehose_buffer.limits import BILLING_STEP_BYTES, MAX_RECORD_BYTES
 
+BILLING_STEP_BYTES = FIREHOSE.billing_step
+MAX_RECORD_BYTES = FIREHOSE.max_record_bytes
 FAST = settings(max_examples=60, deadline=None)
 STDLIB_ZSTD = "compression.zstd" if sys.version_info >= (3, 14) else "backports.zstd"
 #: (codec, backend): every binding installed here.

@@ -60,8 +60,8 @@ from itertools import accumulate
 from types import ModuleType
 from typing import Any, Final, Literal, Protocol
 
+from .._service.firehose import FIREHOSE
 from ..errors import ConfigurationError
-from ..limits import BILLING_STEP_BYTES, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_RECORD_BYTES
 
 Codec = Literal["zstd", "gzip"]
 BytesLike = bytes | bytearray | memoryview | mmap.mmap
@@ -84,7 +84,7 @@ CHUNK_BYTES: Final = 32 * 1024
 #: boundaries to land under. Measured at 512 KiB records (``benchmarks/compression.py
 #: --sweep``): billed/wire 1.0003 (tracking-like) and 1.0012 (worst case) against 1.0064 for the
 #: last line that fits; four steps gain 0.0006 on the worst case for a third more flushes.
-ALIGN_WINDOW_BYTES: Final = 2 * BILLING_STEP_BYTES
+ALIGN_WINDOW_BYTES: Final = 2 * FIREHOSE.billing_step
 #: A candidate wasting at most this much (5% of a step) ends the record at once: later lines
 #: could save at most that, and stopping saves their flushes (a zstd block flush costs 60-80
 #: bytes of output, a deflate sync flush ~40) and their second compression.
@@ -413,10 +413,10 @@ class Compressor:
         ends: Sequence[int],
         *,
         target: int,
-        limit: int = MAX_RECORD_BYTES,
+        limit: int = FIREHOSE.max_record_bytes,
         must: int | None = None,
-        max_bytes: int = MAX_BATCH_BYTES,
-        max_records: int = MAX_BATCH_RECORDS,
+        max_bytes: int = FIREHOSE.max_batch_bytes,
+        max_records: int = FIREHOSE.max_batch_records,
     ) -> Compressed:
         """Records from the leading lines of ``data``.
 
@@ -528,7 +528,7 @@ class Compressor:
         last = bisect_right(ends, bulk_to, fed, n) - 1
         if last > fed and (ends[last] - fed_to) / ratio >= _BULK_MIN_WIRE:
             return last, True
-        step = BILLING_STEP_BYTES
+        step = FIREHOSE.billing_step
         boundary = min(goal, (size // step + 1) * step)
         last = fed
         end = size + (ends[fed] - fed_to) / ratio
@@ -602,7 +602,7 @@ class Compressor:
             fed = last + 1
             cand_k.append(last)
             cand_at.append(out.pos)
-            if (-size % BILLING_STEP_BYTES <= self.good_enough and size >= goal - window
+            if (-size % FIREHOSE.billing_step <= self.good_enough and size >= goal - window
                     and size + (ends[n - 1] - ends[last]) / ratio > goal):
                 full = True  # good enough, and more lines are left than would fit
                 break
@@ -616,11 +616,11 @@ class Compressor:
         else:
             floor_at, first_k = cand_at[-1] - window, must - 1
         best = len(cand_k) - 1
-        best_waste = -(cand_at[best] - start + epi) % BILLING_STEP_BYTES
+        best_waste = -(cand_at[best] - start + epi) % FIREHOSE.billing_step
         for i in range(best - 1, -1, -1):
             if cand_k[i] < first_k or cand_at[i] < floor_at or best_waste == 0:
                 break
-            w = -(cand_at[i] - start + epi) % BILLING_STEP_BYTES
+            w = -(cand_at[i] - start + epi) % FIREHOSE.billing_step
             if w < best_waste:
                 best, best_waste = i, w
         k = cand_k[best]
