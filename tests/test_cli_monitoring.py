@@ -251,6 +251,14 @@ def test_alarms_dry_run_prints_valid_requests_and_calls_nothing(
         assert code == 2, bad
         assert hint in err, err
         assert out == ""
+    no_alarms = [a for a in common if a != "--alarms"]
+    for bad, hint in ((("--alarm-topic-arn", TOPIC), "--alarm-topic-arn needs --alarms"),
+                      (("--freshness-seconds", "600"), "--freshness-seconds needs --alarms"),
+                      (("--update-alarms",), "--update-alarms needs --alarms")):
+        code, out, err = _main(capsys, *no_alarms, *bad)
+        assert code == 2, bad
+        assert hint in err, err
+        assert out == ""
 
 
 @settings(max_examples=200, deadline=None)
@@ -356,7 +364,7 @@ def test_status_metrics_shows_the_busiest_minute_and_the_streams_it_needs(
     assert code == 0, err
     # The metrics table comes after the configuration table: its rows win.
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("mon-m-")}
-    assert "1.00 MB/s (95%)" in lines["mon-m-0"]
+    assert "1.00 MB (95%)" in lines["mon-m-0"]
     assert "90.0%" in lines["mon-m-0"]
     assert "700 s" in lines["mon-m-1"]
     want = math.ceil(together / (0.5 * limit))

@@ -22,7 +22,7 @@ from ..errors import ConfigurationError
 from ..quota import Quota
 
 EXIT_OK = 0
-#: Some events failed or the input had bad lines.
+#: Some events failed, the input had bad lines, or a check failed (status).
 EXIT_FAILED = 1
 #: Nothing could be done: configuration, credentials, endpoint, a missing stream.
 EXIT_ERROR = 2

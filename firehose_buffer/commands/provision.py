@@ -185,7 +185,16 @@ def plan(args: argparse.Namespace, streams: tuple[str, ...]) -> list[dict[str, A
     return requests
 
 
-def alarm_settings(args: argparse.Namespace) -> alarm_plan.AlarmSettings:
+def alarm_settings(args: argparse.Namespace) -> alarm_plan.AlarmSettings | None:
+    """The alarms' settings with --alarms; None without (and no alarm flag given)."""
+    if not args.alarms:
+        given = [flag for flag, value in (("--alarm-topic-arn", args.alarm_topic_arn),
+                                          ("--freshness-seconds", args.freshness_seconds),
+                                          ("--update-alarms", args.update_alarms))
+                 if value not in (None, False, [])]
+        if given:
+            raise CommandError(f"{given[0]} needs --alarms")
+        return None
     if not 0 < args.alarm_quota_share <= 1:
         raise CommandError("--alarm-quota-share must be in (0, 1]")
     window = alarm_plan.FRESHNESS_WINDOW_SECONDS
@@ -205,7 +214,7 @@ def alarm_settings(args: argparse.Namespace) -> alarm_plan.AlarmSettings:
 def _run(args: argparse.Namespace) -> int:
     streams = streams_from_args(args)
     requests = plan(args, streams)
-    settings = alarm_settings(args) if args.alarms else None
+    settings = alarm_settings(args)
     if settings is not None and args.freshness_seconds is not None and \
             args.freshness_seconds <= args.buffer_seconds:
         note(COMMAND, f"--freshness-seconds {args.freshness_seconds} is not above "

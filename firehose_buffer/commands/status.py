@@ -248,11 +248,8 @@ def _print_table(rows: list[dict[str, Any]], quota: Quota, region: str,
               f"configured: {have} ({verdict})")
 
 
-_UNITS = {"bytes": "MB/s", "records": "records/s", "requests": "requests/s"}
-
-
 def _rate(key: str, value: float) -> str:
-    return f"{value / 1e6:,.2f} MB/s" if key == "bytes" else f"{value:,.1f}/s"
+    return f"{value / 1e6:,.2f} MB" if key == "bytes" else f"{value:,.1f}"
 
 
 def _usage_cell(key: str, usage: dict[str, Any]) -> str:
@@ -264,10 +261,9 @@ def _usage_cell(key: str, usage: dict[str, Any]) -> str:
 
 def _print_metrics(rows: list[dict[str, Any]], observed: dict[str, Any]) -> None:
     start, end = observed["start"][11:16], observed["end"][11:16]
-    print(f"\nlast hour, {start}-{end} UTC: busiest minute per second (share of the "
-          "stream's limit), throttled records, worst freshness and S3 delivery success")
-    header = ["stream", "bytes", "records", "put requests", "throttled", "freshness",
-              "success"]
+    print(f"\nlast hour, {start}-{end} UTC; rates: the busiest minute (% of the stream's limit)")
+    header = ["stream", "bytes/s", "records/s", "put requests/s", "throttled",
+              "freshness max", "S3 success min"]
     table = [header]
     quiet = []
     for row in rows:
