@@ -1,4 +1,11 @@
-"""The ``firehose-buffer`` command: one subcommand per module, mounted here."""
+"""The ``firehose-buffer`` command: one subcommand per module, mounted here.
+
+Each subcommand module has ``add_arguments(parser)`` and ``run(args) -> int``. Exit codes: 0
+done, 1 some events failed, input was bad or a check failed (``status
+--record-compression``: a stream would break compressed records), 2 nothing could be done
+(bad configuration, credentials, endpoint or a missing stream), with one line on stderr
+saying what to do.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("firehose_buffer.cli.replay", "re-send the events a spool directory holds"),
     "send": ("firehose_buffer.cli.send", "send JSON Lines from files or stdin to Firehose"),
     "provision": ("firehose_buffer.cli.provision",
-                  "create the configured delivery streams (S3, .jsonl), wait until ACTIVE"),
+                  "create the configured delivery streams (S3, .jsonl) and their alarms"),
     "status": ("firehose_buffer.cli.status",
-               "describe the configured streams, their quotas and the shards a peak needs"),
+               "the streams' settings, quotas, last hour of metrics and the shards a peak "
+               "needs"),
 }
 
 

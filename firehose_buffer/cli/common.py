@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -22,7 +22,7 @@ from ..errors import ConfigurationError
 from ..quota import Quota
 
 EXIT_OK = 0
-#: Some events failed or the input had bad lines.
+#: Some events failed, the input had bad lines, or a check failed (status).
 EXIT_FAILED = 1
 #: Nothing could be done: configuration, credentials, endpoint, a missing stream.
 EXIT_ERROR = 2
@@ -39,6 +39,7 @@ _ACCESS_CODES = frozenset({"AccessDenied", "AccessDeniedException"})
 CREDENTIALS_HINT = ("check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/"
                     "AWS_SESSION_TOKEN (`aws sts get-caller-identity` shows who you are)")
 MISSING_STREAM_HINT = "create it with `firehose-buffer provision` or check --region"
+_T = TypeVar("_T")
 
 
 class CommandError(Exception):
@@ -151,6 +152,12 @@ def guarded(command: str, body: Callable[[], int]) -> int:
     except (BotoCoreError, ClientError, ConfigurationError, CommandError) as exc:
         error(command, explain(exc))
         return EXIT_ERROR
+
+
+def chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    """``items`` in consecutive slices of at most ``size`` (an API's per-call maximum)."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def error(command: str, message: str) -> None:

@@ -5,7 +5,17 @@ with GZIP...), with the buffering hints, prefix and compression given, and Cloud
 logging to /aws/kinesisfirehose/<stream> (log group and stream created if missing). The
 records firehose-buffer sends are newline-delimited JSON already, so no transformation
 Lambda is needed to add newlines. Streams that exist are left as they are; differences from
-the plan are reported. --dry-run prints the CreateDeliveryStream requests and calls nothing.
+the plan are reported. --record-compression zstd|gzip makes streams for compressed records:
+UNCOMPRESSED at delivery (the records are compressed already) with a .jsonl.zst/.jsonl.gz
+extension.
+
+--alarms also puts CloudWatch alarms on each stream: ThrottledRecords above zero; incoming
+bytes, records and put requests above a share of the limits Firehose publishes for the
+stream; DeliveryToS3.DataFreshness above a target (default: the buffering interval plus 5
+minutes, at most the one-hour window); DeliveryToS3.Success below 0.98. Alarms are named
+<stream>-<what>; like streams, existing ones are left as they are and differences reported
+(--update-alarms applies the plan to them). --dry-run prints the CreateDeliveryStream (and
+PutMetricAlarm) requests and calls nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from . import alarms as alarm_plan
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -30,6 +41,7 @@ from .common import (
     note,
     streams_from_args,
 )
+from .record_compression import RECORD_COMPRESSIONS, compression_problems
 
 COMMAND = "provision"
 EXAMPLES = """\
@@ -42,6 +54,12 @@ examples:
   firehose-buffer provision --stream events --shards 4 --region us-east-1 \\
       --bucket-arn arn:aws:s3:::my-events --role-arn arn:aws:iam::123456789012:role/firehose \\
       --prefix events/ --compression GZIP --buffer-mib 128 --buffer-seconds 300
+
+  # streams for zstd-compressed records, with alarms that notify an SNS topic
+  firehose-buffer provision --stream events --shards 4 --region us-east-1 \\
+      --bucket-arn arn:aws:s3:::my-events --role-arn arn:aws:iam::123456789012:role/firehose \\
+      --record-compression zstd --alarms \\
+      --alarm-topic-arn arn:aws:sns:us-east-1:123456789012:pipeline-alerts
 """
 COMPRESSIONS = ("UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY")
 _EXTENSIONS = {"UNCOMPRESSED": ".jsonl", "GZIP": ".jsonl.gz", "ZIP": ".jsonl.zip",
@@ -78,8 +96,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(default %(default)s)")
     dest.add_argument("--no-error-logging", action="store_true",
                       help="do not log delivery errors to CloudWatch Logs")
+    dest.add_argument("--record-compression", choices=sorted(RECORD_COMPRESSIONS),
+                      help="the buffer sends compressed records: deliver them as they are "
+                           "(CompressionFormat UNCOMPRESSED) as .jsonl.zst or .jsonl.gz")
+    alarms = parser.add_argument_group("CloudWatch alarms")
+    alarms.add_argument("--alarms", action="store_true",
+                        help="put the recommended alarms on each stream (see above)")
+    alarms.add_argument("--alarm-topic-arn", action="append", default=[], metavar="ARN",
+                        help="SNS topic (or other alarm action) notified when an alarm fires "
+                             "and when it clears; repeat for more (up to 5); default: none")
+    alarms.add_argument("--alarm-quota-share", type=float,
+                        default=alarm_plan.DEFAULT_QUOTA_SHARE, metavar="FRACTION",
+                        help="alarm when 5 minutes of incoming bytes, records or requests "
+                             "average above this share of the stream's limit "
+                             "(default %(default)s)")
+    alarms.add_argument("--freshness-seconds", type=int, metavar="S",
+                        help="alarm when the oldest record waits longer than this for S3, "
+                             f"at most {alarm_plan.FRESHNESS_WINDOW_SECONDS} (default: the "
+                             "buffering interval plus "
+                             f"{alarm_plan.FRESHNESS_MARGIN_SECONDS} s)")
+    alarms.add_argument("--update-alarms", action="store_true",
+                        help="replace existing alarms that differ from the plan (default: "
+                             "report them and leave them)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan as CreateDeliveryStream requests; call nothing")
+                        help="print the plan as CreateDeliveryStream requests (with --alarms: "
+                             'a JSON object {"CreateDeliveryStream": [...], '
+                             '"PutMetricAlarm": [...]}); call nothing')
     parser.add_argument("--wait-seconds", type=float, default=600.0, metavar="S",
                         help="how long to wait for the streams to become ACTIVE; 0: do not "
                              "wait (default %(default)s)")
@@ -106,6 +148,13 @@ def plan(args: argparse.Namespace, streams: tuple[str, ...]) -> list[dict[str, A
     if not args.role_arn.startswith("arn:") or ":role/" not in args.role_arn:
         raise CommandError(f"--role-arn {args.role_arn!r} is not an IAM role ARN "
                            "(arn:aws:iam::ACCOUNT:role/NAME)")
+    compression, extension = args.compression, _EXTENSIONS[args.compression]
+    if args.record_compression:
+        if args.compression != "UNCOMPRESSED":
+            raise CommandError(f"--record-compression {args.record_compression} needs "
+                               "--compression UNCOMPRESSED: Firehose would compress the "
+                               "compressed records again")
+        extension = RECORD_COMPRESSIONS[args.record_compression]
     requests = []
     for name in streams:
         s3: dict[str, Any] = {
@@ -113,8 +162,8 @@ def plan(args: argparse.Namespace, streams: tuple[str, ...]) -> list[dict[str, A
             "BucketARN": args.bucket_arn,
             "BufferingHints": {"SizeInMBs": args.buffer_mib,
                                "IntervalInSeconds": args.buffer_seconds},
-            "CompressionFormat": args.compression,
-            "FileExtension": _EXTENSIONS[args.compression],
+            "CompressionFormat": compression,
+            "FileExtension": extension,
             "CloudWatchLoggingOptions": (
                 {"Enabled": False} if args.no_error_logging else
                 {"Enabled": True, "LogGroupName": log_group(name), "LogStreamName": LOG_STREAM}
@@ -136,22 +185,67 @@ def plan(args: argparse.Namespace, streams: tuple[str, ...]) -> list[dict[str, A
     return requests
 
 
+def alarm_settings(args: argparse.Namespace) -> alarm_plan.AlarmSettings | None:
+    """The alarms' settings with --alarms; None without (and no alarm flag given)."""
+    if not args.alarms:
+        given = [flag for flag, value in (("--alarm-topic-arn", args.alarm_topic_arn),
+                                          ("--freshness-seconds", args.freshness_seconds),
+                                          ("--update-alarms", args.update_alarms))
+                 if value not in (None, False, [])]
+        if given:
+            raise CommandError(f"{given[0]} needs --alarms")
+        return None
+    if not 0 < args.alarm_quota_share <= 1:
+        raise CommandError("--alarm-quota-share must be in (0, 1]")
+    window = alarm_plan.FRESHNESS_WINDOW_SECONDS
+    if args.freshness_seconds is not None and not 0 < args.freshness_seconds <= window:
+        raise CommandError(f"--freshness-seconds must be 1 to {window}: the pipeline "
+                           "promises events in S3 within the hour")
+    if len(args.alarm_topic_arn) > 5:
+        raise CommandError("--alarm-topic-arn: CloudWatch takes at most 5 actions per alarm")
+    for arn in args.alarm_topic_arn:
+        if not arn.startswith("arn:"):
+            raise CommandError(f"--alarm-topic-arn {arn!r} is not an ARN "
+                               "(arn:aws:sns:REGION:ACCOUNT:TOPIC)")
+    return alarm_plan.AlarmSettings(tuple(args.alarm_topic_arn), args.alarm_quota_share,
+                                    args.freshness_seconds)
+
+
 def _run(args: argparse.Namespace) -> int:
     streams = streams_from_args(args)
     requests = plan(args, streams)
+    settings = alarm_settings(args)
+    if settings is not None and args.freshness_seconds is not None and \
+            args.freshness_seconds <= args.buffer_seconds:
+        note(COMMAND, f"--freshness-seconds {args.freshness_seconds} is not above "
+                      f"--buffer-seconds {args.buffer_seconds}: the freshness alarm will fire "
+                      "on every buffering cycle")
     if args.dry_run:
-        print(json.dumps(requests, indent=2))
+        if settings is None:
+            print(json.dumps(requests, indent=2))
+        else:
+            alarms = [a for name in streams
+                      for a in alarm_plan.plan_alarms(name, args.buffer_seconds, settings)]
+            print(json.dumps({"CreateDeliveryStream": requests, "PutMetricAlarm": alarms},
+                             indent=2))
         return EXIT_OK
     firehose = aws_client("firehose", args)
     logs = None if args.no_error_logging else aws_client("logs", args)
+    #: each stream's buffering interval as it is, for its freshness alarm
+    intervals: dict[str, int] = {}
     for request in requests:
         name = request["DeliveryStreamName"]
+        intervals[name] = args.buffer_seconds
         existing = _describe(firehose, name)
         if existing is not None:
             print(f"exists   {name} ({existing['DeliveryStreamStatus']})")
+            intervals[name] = _buffer_seconds(existing, args.buffer_seconds)
             for line in differences(request, existing):
                 note(COMMAND, f"{name}: {line} (left as it is; change it with "
                               "`aws firehose update-destination`)")
+            if args.record_compression:
+                for line in compression_problems(existing, args.record_compression):
+                    note(COMMAND, f"{name}: breaks {args.record_compression} records: {line}")
             continue
         if logs is not None:
             _ensure_log_group(logs, log_group(name))
@@ -163,9 +257,43 @@ def _run(args: argparse.Namespace) -> int:
             print(f"exists   {name} (created concurrently)")
             continue
         print(f"created  {name}")
+    if settings is not None:
+        _ensure_alarms(aws_client("cloudwatch", args), streams, intervals, settings,
+                       update=args.update_alarms)
     if args.wait_seconds <= 0:
         return EXIT_OK
     return _wait_active(firehose, streams, args.wait_seconds)
+
+
+def _buffer_seconds(description: dict[str, Any], default: int) -> int:
+    destinations = description.get("Destinations") or [{}]
+    s3 = destinations[0].get("ExtendedS3DestinationDescription") or \
+        destinations[0].get("S3DestinationDescription") or {}
+    seconds = (s3.get("BufferingHints") or {}).get("IntervalInSeconds")
+    return default if seconds is None else int(seconds)
+
+
+def _ensure_alarms(cloudwatch: Any, streams: tuple[str, ...], intervals: dict[str, int],
+                   settings: alarm_plan.AlarmSettings, *, update: bool) -> None:
+    if not settings.topic_arns:
+        note(COMMAND, "no --alarm-topic-arn: the alarms notify nobody (they show in the "
+                      "CloudWatch console)")
+    for name in streams:
+        requests = alarm_plan.plan_alarms(name, intervals[name], settings)
+        outcome = alarm_plan.ensure(cloudwatch, requests, update=update)
+        parts = [f"{len(outcome.created)} created"] if outcome.created else []
+        if outcome.unchanged:
+            parts.append(f"{len(outcome.unchanged)} as planned")
+        if outcome.updated:
+            parts.append(f"{len(outcome.updated)} updated")
+        elif outcome.differing:
+            parts.append(f"{len(outcome.differing)} differ")
+        print(f"alarms   {name}: {', '.join(parts)}")
+        for alarm, lines in outcome.differing.items():
+            action = "replaced by the plan" if update else \
+                "left as it is; --update-alarms applies the plan"
+            for line in lines:
+                note(COMMAND, f"alarm {alarm}: {line} ({action})")
 
 
 def _describe(firehose: Any, name: str) -> dict[str, Any] | None:
