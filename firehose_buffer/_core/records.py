@@ -10,17 +10,25 @@ class SegmentRef(Protocol):
     """What a record knows of the memory it is a slice of (see :mod:`.._storage.segments`)."""
 
     open_records: int
+    retired: bool
+    view: memoryview
+
+
+#: Raw lines where they live: a segment, and the offsets of their first byte and past their
+#: last newline.
+Source = tuple[SegmentRef, int, int]
 
 
 @dataclass(slots=True, eq=False)
 class Record:
     """Whole JSON lines (each ending in a newline) that go as one record's ``Data``.
 
-    ``data`` is a slice of a segment while the record is outstanding (it becomes ``b""``
-    once the record has an outcome, so the segment can be reused), or its own bytes for an
-    event larger than a segment. ``raw`` is the size of the lines; ``len(data)`` the size
-    on the wire, which billing, quotas and the request caps count (the same unless records
-    are compressed).
+    ``data`` is what goes on the wire: a slice of a segment while the record is
+    outstanding (it becomes ``b""`` once the record has an outcome, so the segment can be
+    reused), or bytes of its own (lines kept apart: longer than a segment, or handed over by
+    a re-entrant put()). ``raw`` is the size of the lines; ``len(data)`` the size on the
+    wire, which billing, quotas and the request caps count (the same unless records are
+    compressed).
     """
 
     id: int
@@ -29,7 +37,12 @@ class Record:
     raw: int
     #: When its oldest line was first seen, on the TTL clock (which skips frozen time).
     born: float
-    segment: SegmentRef | None
+    #: The raw lines it carries: one range for a record that is a slice of its segment
+    #: (``data`` itself), several for a compressed record, none for lines kept apart.
+    sources: tuple[Source, ...] = ()
+    #: Segments kept from reuse until this record has an outcome (``open_records`` counts
+    #: it in each): those of ``sources``, and the one ``data`` is in.
+    holds: tuple[SegmentRef, ...] = ()
     #: Calls that carried it so far.
     attempts: int = 0
     not_before: float = 0.0
@@ -37,6 +50,13 @@ class Record:
     @property
     def wire(self) -> int:
         return len(self.data)
+
+    def plain(self) -> list[bytes]:
+        """The raw lines, as whole-line chunks (for the spool and ``on_failure``): a copy,
+        since the memory is reused once the record is resolved."""
+        if self.sources:
+            return [bytes(seg.view[start:end]) for seg, start, end in self.sources]
+        return [bytes(self.data)]
 
 
 @dataclass(slots=True, eq=False)

@@ -29,7 +29,7 @@ from .flushes import Flushes
 from .ledger import Ledger, Reason
 from .packing import cut_lines, take_batch
 from .ratelimit import StreamLimiter
-from .records import Batch, Failure, Record, Tick
+from .records import Batch, Failure, Record, Source, Tick
 from .routing import Router
 
 #: How often the worker looks for new lines while producers are writing. put() wakes the
@@ -288,7 +288,7 @@ class Scheduler:
 
     def _oversized(self, s: StreamState, line: bytes, ttl_now: float) -> int:
         self.ledger.seen(1)
-        s.ready.append(self._record(line, 1, ttl_now, None))
+        s.ready.append(self._record(line, 1, ttl_now))
         return len(line)
 
     def adopt(self, index: int, lines: list[bytes], now: float) -> None:
@@ -306,7 +306,7 @@ class Scheduler:
                 with self.acc.lock:
                     self.acc.oversized_bytes += len(data)
                 self.ledger.seen(len(chunk))
-                s.ready.append(self._record(data, len(chunk), ttl_now, None))
+                s.ready.append(self._record(data, len(chunk), ttl_now))
                 chunk, size = [], 0
             if line:
                 chunk.append(line)
@@ -327,14 +327,19 @@ class Scheduler:
     # -- records --------------------------------------------------------------------------
 
     def _record(
-        self, data: memoryview | bytes, events: int, born: float, segment: Segment | None,
+        self, data: memoryview | bytes, events: int, born: float,
+        sources: tuple[Source, ...] = (), *, raw: int | None = None,
     ) -> Record:
-        record = Record(self._next_id, data, events, len(data), born, segment)
+        """A record of ``data`` (the raw lines themselves unless ``raw`` says otherwise),
+        keeping the segments of ``sources`` from reuse until it has an outcome."""
+        holds = tuple({id(seg): seg for seg, _, _ in sources}.values())
+        record = Record(self._next_id, data, events, len(data) if raw is None else raw, born,
+                        sources, holds)
         self._next_id += 1
         self.outstanding_records += 1
         self.outstanding_events += events
         self.outstanding_bytes += len(data)
-        if segment is not None:
+        for segment in holds:
             segment.open_records += 1
         return record
 
@@ -380,7 +385,8 @@ class Scheduler:
             while len(stamps) > 1 and stamps[1][0] <= first:
                 stamps.popleft()
             end = span.ends[k]
-            record = self._record(view[base:end], k - first + 1, stamps[0][1], span.segment)
+            record = self._record(view[base:end], k - first + 1, stamps[0][1],
+                                  ((span.segment, base, end),))
             s.ready.append(record)
             made_bytes += end - base
             first = k + 1
@@ -541,8 +547,7 @@ class Scheduler:
 
     def _fail(self, s: StreamState, r: Record, reason: str) -> Failure:
         self.ledger.failed(reason, r.events)
-        # A copy: the record's memory is reused once it is resolved.
-        failure = Failure(s.name, reason, [bytes(r.data)], r.events)
+        failure = Failure(s.name, reason, r.plain(), r.events)
         self._resolve(r, delivered=False)
         return failure
 
@@ -550,13 +555,12 @@ class Scheduler:
         self.outstanding_records -= 1
         self.outstanding_events -= r.events
         self.outstanding_bytes -= r.wire
-        segment = r.segment
-        if segment is not None:
-            r.data = b""  # let go of the segment's memory before it is reused
-            segment.open_records -= 1
-            seg = cast(Segment, segment)
-            if segment.open_records == 0 and seg.retired:
-                self.acc.release(seg)
+        if r.holds:
+            r.data = b""  # let go of the segments' memory before it is reused
+            for segment in r.holds:
+                segment.open_records -= 1
+                if segment.open_records == 0 and segment.retired:
+                    self.acc.release(cast(Segment, segment))
         else:
             self.acc.release_oversized(r.raw)
         self.flushes.resolved(r.id, r.events, delivered=delivered)
