@@ -15,6 +15,7 @@ from .errors import ConfigurationError
 from .quota import Quota
 
 OnFull = Literal["block", "drop", "raise", "spill"]
+Compression = Literal["zstd", "gzip"]
 Event = Mapping[str, Any] | bytes
 #: Chooses a stream for an event: an index into ``streams`` or a stream name.
 Router = Callable[[Event], "int | str"]
@@ -69,6 +70,14 @@ class BufferConfig:
     #: expired, rejected, still unsent when close() or exit gives up, spilled when full. A
     #: buffer re-sends what earlier runs left there, alongside new events. Off when None.
     spool_dir: str | None = None
+    #: Send every record as one complete zstd frame or gzip member of whole JSON lines
+    #: (``"zstd"`` needs ``firehose-buffer[zstd]`` before Python 3.14). Firehose bills and
+    #: caps the compressed bytes; its S3 objects become ``.jsonl.zst``/``.jsonl.gz`` files.
+    #: Rules out dynamic partitioning, format conversion, Lambda processors and non-S3
+    #: destinations (Firehose cannot decompress records). ``None``: plain JSON Lines.
+    compression: Compression | None = None
+    #: The codec's level; ``None``: zstd 3, gzip 1 (measured: the best bill per CPU).
+    compression_level: int | None = None
     #: Concurrent PutRecordBatch calls (at most one per stream); ``None``: one per stream, max 16.
     max_concurrent_requests: int | None = None
     region: str | None = None
@@ -135,6 +144,15 @@ class BufferConfig:
             object.__setattr__(self, "proxies", dict(self.proxies))  # a copy of its own
         if not isinstance(self.quota, Quota):
             raise ConfigurationError("quota must be a firehose_buffer.Quota")
+        if self.compression is not None or self.compression_level is not None:
+            from ._core.compression import resolve_level, zstd_module  # noqa: PLC0415
+
+            if self.compression is None:
+                raise ConfigurationError("compression_level needs a compression")
+            object.__setattr__(self, "compression_level",
+                               resolve_level(self.compression, self.compression_level))
+            if self.compression == "zstd":
+                zstd_module()  # a clear ConfigurationError now, not at the first record
         _bounded("max_record_bytes", self.max_record_bytes, 1, FIREHOSE.max_record_bytes)
         _bounded("max_events_per_record", self.max_events_per_record, 1, 10**9)
         _bounded("max_batch_records", self.max_batch_records, 1, FIREHOSE.max_batch_records)

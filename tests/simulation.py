@@ -3,12 +3,15 @@
 No threads and no sleeps. Lines go in exactly as put() writes them
 (:meth:`Accumulator.append`), routed by the real :class:`Router`. The simulated worker ticks
 when the last tick asked to be woken, when a call completes (a sender wakes it), and, after a
-tick that saw no new lines, at the next put (put() wakes a sleeping worker). A fake service
+tick that said to sleep (``Tick.sleep``, the worker's own rule), at the next put (put() wakes
+a sleeping worker). With ``compression`` the runs a tick hands out are compressed through
+the worker's own :func:`compress_runs`, and the worker ticks again at once. A fake service
 acknowledges every record of every batch ``latency`` seconds after it was sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 from collections import deque
@@ -16,7 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from firehose_buffer._core.routing import Router
-from firehose_buffer._core.scheduler import Batch, Failure, Scheduler
+from firehose_buffer._core.scheduler import (
+    Batch,
+    Failure,
+    Scheduler,
+    compress_runs,
+    compressor_for,
+)
 from firehose_buffer.config import BufferConfig
 from firehose_buffer.transport import Outcome
 
@@ -61,6 +70,7 @@ class Simulation:
         self.ticks = 0
         #: Called with every batch as it is sent (its records still hold their bytes).
         self.on_batch: Callable[[Batch], None] | None = None
+        self._compressor = compressor_for(config) if config.compression else None
 
     def put(self, t: float, line: bytes, stream: int | None = None) -> int:
         """put() of ``line`` at time ``t`` (to ``stream``, or sticky when None)."""
@@ -94,7 +104,9 @@ class Simulation:
         self.closing = True
         self.wake = self.now
         deadline = self.now + limit
-        while not (self.scheduler.idle and not self._sent and not self._done):
+        # pending_events() counts lines written since the last tick too: close() ticks once
+        # at least, so those are cut and sent as well.
+        while self.scheduler.pending_events() or self._sent or self._done:
             nxt = min(self._sent[0][0] if self._sent else math.inf,
                       self.wake if self.wake is not None else math.inf)
             if nxt > deadline:
@@ -109,6 +121,10 @@ class Simulation:
         tick = self.scheduler.tick(now, outcomes, everything=self.closing)
         self.ticks += 1
         self.failures.extend(tick.failures)
+        if tick.runs:
+            assert self._compressor is not None
+            self.failures.extend(compress_runs(self.scheduler, self._compressor, tick.runs,
+                                               lambda: now, contextlib.nullcontext()))
         for batch in tick.batches:
             events = sum(r.events for r in batch.records)
             self.requests[batch.stream].append(
@@ -116,18 +132,23 @@ class Simulation:
             # By content: keyless remainders may move to another stream (the scheduler
             # merges short tails), so a stream's lines are not only its own puts.
             for r in batch.records:
-                for text in bytes(r.data)[:-1].split(b"\n"):
+                for text in b"".join(r.plain())[:-1].split(b"\n"):
                     self.waits.append(now - self._put_at[text + b"\n"].popleft())
             if self.on_batch is not None:
                 self.on_batch(batch)
             heapq.heappush(self._sent, (now + self.latency, id(batch), batch))
+        if tick.runs:
+            # As the worker: the records just made go at the next tick, at once.
+            self.wake = now
+            self.sleeping = False
+            return
         if tick.wake_at is not None and tick.wake_at <= now and not tick.batches:
             self._spins = self._spins + 1 if same_instant else 1
             if self._spins > MAX_TICKS_AT_ONE_INSTANT:
                 raise Stuck(f"tick at {now} keeps asking to be woken at {tick.wake_at}")
         self.wake = None if tick.wake_at is None else max(now, tick.wake_at)
-        # As the worker: after a tick that saw nothing new, the next put() wakes it.
-        self.sleeping = not tick.arrived
+        # As the worker: after a tick that says so, the next put() wakes it.
+        self.sleeping = tick.sleep
 
     _spins = 0
     sleeping = True

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .runs import Run
 
 
 class SegmentRef(Protocol):
@@ -43,6 +46,8 @@ class Record:
     #: Segments kept from reuse until this record has an outcome (``open_records`` counts
     #: it in each): those of ``sources``, and the one ``data`` is in.
     holds: tuple[SegmentRef, ...] = ()
+    #: Bytes of its own (``data`` outside every segment) counted against the memory bound.
+    apart: int = 0
     #: Calls that carried it so far.
     attempts: int = 0
     not_before: float = 0.0
@@ -114,6 +119,9 @@ class Tick:
     #: Bytes producers wrote since the last tick. While they write, the worker looks again
     #: within ``TICK_SECONDS``; once they stop it sleeps, and the next put() wakes it.
     arrived: int = 0
+    #: Lines to compress into records (with ``compression``), then hand back through
+    #: :meth:`Scheduler.compressed`; the worker ticks again once they are records.
+    runs: list[Run] = field(default_factory=list)
 
     @property
     def sleep(self) -> bool:

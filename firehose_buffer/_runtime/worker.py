@@ -19,8 +19,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from .._core.ledger import Reason
+from .._core.records import Failure
+from .._core.runs import Run
+from .._core.scheduler import compress_runs, compressor_for
 
 if TYPE_CHECKING:
+    from .._core.compression import Compressor
     from .engine import Engine
 
 log = logging.getLogger("firehose_buffer")
@@ -54,6 +58,8 @@ class Worker:
         self._claim = threading.Lock()
         self._stopped = threading.Event()
         self._expected: float | None = None
+        #: With ``compression``: the worker's own (a compressor serves one thread).
+        self._compressor: Compressor | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -129,6 +135,13 @@ class Worker:
         if handed or dropped:
             self.engine.intake.adopt(handed, dropped)
 
+    def _compress(self, runs: list[Run]) -> list[Failure]:
+        engine = self.engine
+        if self._compressor is None:
+            self._compressor = compressor_for(engine.config)
+        return compress_runs(engine.scheduler, self._compressor, runs, engine.clock,
+                             engine.lock)
+
     def _step(self) -> float | None:
         """One tick; returns how long to sleep (None: until woken; negative: stop)."""
         from .engine import State  # noqa: PLC0415  (engine imports this module)
@@ -148,13 +161,18 @@ class Worker:
             stop = state in (State.DRAINING, State.ABANDONING) and sched.idle and (
                 sched.calls_in_flight == 0)
         senders.submit(tick.batches)
-        if tick.failures:
-            engine.sink.report(tick.failures)
+        failures = tick.failures
+        if tick.runs:
+            failures = failures + self._compress(tick.runs)
+        if failures:
+            engine.sink.report(failures)
         with engine.lock:
             if sched.flushes.publish():
                 engine.progress.notify_all()
             if stop:
                 return -1.0
+            if tick.runs:
+                return 0.0  # the records just made go at the next tick
             wake = tick.wake_at
             if tick.sleep:
                 # Producers are quiet: sleep until a deadline, an answer or a put() wakes

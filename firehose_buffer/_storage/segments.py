@@ -229,6 +229,14 @@ class Accumulator:
 
     # -- the worker ------------------------------------------------------------------------
 
+    def borrow(self) -> Segment:
+        """A free segment for the worker's own use (compressed records are written into
+        one); raises :class:`Full`. It comes back through :meth:`release`."""
+        with self.lock:
+            segment = self._take_segment()
+            segment.state = TAKEN
+            return segment
+
     def take(self, index: int) -> tuple[list[Segment | Oversized], Segment | None]:
         """What stream ``index`` moved on from since the last call (sealed segments and
         lines kept apart, in put order), and its current segment, read in one instant."""
