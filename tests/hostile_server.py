@@ -52,6 +52,9 @@ class Behaviour(enum.StrEnum):
     RESET = "reset"
     #: No answer until the server stops.
     HANG = "hang"
+    #: HTTP 200, ``FailedPutCount`` 0, and entries that carry neither ``RecordId`` nor
+    #: ``ErrorCode`` (an endpoint that does not conform: the records may well be stored).
+    NO_IDS = "no_ids"
 
 
 #: Answers that are an HTTP 200 with a body botocore parses, but that is not Firehose's shape.
@@ -282,6 +285,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour is Behaviour.HANG:
             owner.stopping.wait()
             self.close_connection = True
+        elif behaviour is Behaviour.NO_IDS:
+            self._send(200, orjson.dumps({"FailedPutCount": 0,
+                                          "RequestResponses": [{} for _ in ids]}))
 
     def _send(self, status: int, body: bytes) -> None:
         self.send_response(status)
