@@ -14,10 +14,10 @@ handler's would; an action that calls back into the library is a re-entrant call
 handler.
 
 Sweeping k from 1 until the call has fewer points visits every point of every path the call
-takes, deterministically, with no knowledge of the library's internals. (The model is slightly
-generous: CPython does not check on returning from a pure-Python function, which counts as a
-point here. Every point a real handler can run at is visited; code that holds at all of these
-holds for real handlers.)
+takes, deterministically, with no knowledge of the library's internals. A call of a
+pure-Python function is not followed by a check (CPython runs the callee in the same loop and
+checks at its points); one that went through C (a builtin, a class whose ``__init__`` is
+Python) is.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
-_CHECKED_AFTER = frozenset({"RESUME", "CALL", "CALL_FUNCTION_EX", "JUMP_BACKWARD"})
+_CALLS = frozenset({"CALL", "CALL_FUNCTION_EX"})
+_CHECKED_AFTER = _CALLS | {"RESUME", "JUMP_BACKWARD"}
 
 
 class SignalPoints:
@@ -45,39 +46,64 @@ class SignalPoints:
         self._only = only
         self._ops: dict[CodeType, dict[int, str]] = {}
         self._last: dict[FrameType, str | None] = {}
+        #: Per frame, since its last call instruction started: None (no Python frame
+        #: entered: the callee was C), True (C was on the way), False (a Python function).
+        self._via_c: dict[FrameType, bool | None] = {}
         self._countdown = 0
         self._action: Callable[[], None] = _nothing
         self.hit = False
         self.seen = 0
         self.where: tuple[str, str, int] | None = None
+        # Bound once: returning ``self._on_opcode`` would allocate a method object at every
+        # event, and an action that arms the garbage collector wants the next allocation to
+        # be the traced code's.
+        self._tracer = self._on_opcode
 
     def run(self, k: int, action: Callable[[], None], fn: Callable[..., Any], *args: Any) -> Any:
         self._countdown, self._action = k, action
         self.hit, self.seen, self.where = False, 0, None
         self._last.clear()
+        self._via_c.clear()
+        sys.setprofile(self._on_profile)
         sys.settrace(self._on_call)
         try:
             return fn(*args)
         finally:
             sys.settrace(None)
+            sys.setprofile(None)
             self._last.clear()
+            self._via_c.clear()
+
+    def _on_profile(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event == "c_call" and frame in self._via_c:
+            self._via_c[frame] = True
 
     def _on_call(self, frame: FrameType, event: str, arg: Any) -> Any:
+        caller = frame.f_back
+        if caller is not None and caller in self._via_c and self._via_c[caller] is None:
+            # A class called from Python code runs its __init__ from C; a function call is
+            # direct.
+            self._via_c[caller] = frame.f_code.co_name in ("__init__", "__new__")
         frame.f_trace_opcodes = True
         frame.f_trace_lines = False
-        return self._on_opcode
+        return self._tracer
 
     def _on_opcode(self, frame: FrameType, event: str, arg: Any) -> Any:
         if event != "opcode":
-            return self._on_opcode
+            return self._tracer
         code = frame.f_code
         ops = self._ops.get(code)
         if ops is None:
             ops = self._ops[code] = {i.offset: i.opname for i in dis.get_instructions(code)}
         # A frame's first traced instruction follows its RESUME.
         previous = self._last.get(frame, "RESUME")
-        self._last[frame] = ops.get(frame.f_lasti)
-        if previous in _CHECKED_AFTER and (
+        current = self._last[frame] = ops.get(frame.f_lasti)
+        checked = previous in _CHECKED_AFTER
+        if previous in _CALLS:
+            checked = self._via_c.pop(frame, None) is not False
+        if current in _CALLS:
+            self._via_c[frame] = None
+        if checked and (
             self._only is None or frame.f_globals.get("__name__", "").startswith(self._only)
         ):
             self.seen += 1
@@ -87,7 +113,7 @@ class SignalPoints:
                 # Tracing is suspended while this runs, so a re-entrant call runs untraced;
                 # an exception from it unsets the trace function and surfaces in ``frame``.
                 self._action()
-        return self._on_opcode
+        return self._tracer
 
 
 def _nothing() -> None:

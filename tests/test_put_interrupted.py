@@ -105,8 +105,9 @@ SWEEP_CHILD = textwrap.dedent("""
     for _ in range(50):
         put(buf, "swept", n)
         n += 1
+    flushed = bool(buf.flush(10))  # idle, as the fresh buffer is
     kept = capacity(buf, "after")
-    flushed = bool(buf.flush(10))
+    flushed = bool(buf.flush(10)) and flushed
     buf.close(10)
     s = buf.stats()
     fresh = FirehoseBuffer(config, client=client)
@@ -129,7 +130,7 @@ def test_an_exception_at_any_point_inside_put_loses_nothing(
     put() returned True for is delivered, the counters add up, the buffer still holds its
     bound's worth, and nothing hangs. Losing accepted events uncounted, or a lock left held,
     is what makes a Ctrl-C or a SIGTERM during a busy loop cost data or a hung process."""
-    out = run_child(SWEEP_CHILD, firehose.endpoint_url, scope, deadline=15)
+    out = run_child(SWEEP_CHILD, firehose.endpoint_url, scope, deadline=10)
     assert out["unexpected"] == [], out["unexpected"][:5]
     assert out["hits"] >= 20, f"the sweep reached only {out['hits']} points"
     stored = _stored(firehose, "s")
@@ -208,7 +209,7 @@ def test_exceptions_from_a_signal_handler_during_a_put_loop_lose_nothing(
     raising signal handler thousands of times (a timer every 0.3 ms). Every event put()
     returned True for is delivered, the counters add up, and flush() and close() return.
     Before the fix this lost hundreds of accepted events uncounted, or hung for good."""
-    out = run_child(STORM_CHILD, firehose.endpoint_url, "2.0", deadline=15)
+    out = run_child(STORM_CHILD, firehose.endpoint_url, "2.0", deadline=10)
     assert out["raised"] > 100, f"only {out['raised']} puts were interrupted"
     stored = _stored(firehose, "s", "t")
     lost = sorted(tuple(a) for a in out["accepted"] if tuple(a) not in stored)
@@ -238,10 +239,13 @@ FIRST_PUT_CHILD = textwrap.dedent("""
     points = SignalPoints()
     trials, unexpected = [], []
 
-    def workers():
-        return sum(1 for t in threading.enumerate()
-                   if t.name == "firehose-buffer-worker" and t.is_alive())
+    def os_threads():
+        for line in open("/proc/self/status"):
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+        raise RuntimeError("no thread count")
 
+    before = os_threads()
     for kind in (RuntimeError, KeyboardInterrupt):
         k = 1
         while True:
@@ -267,7 +271,6 @@ FIRST_PUT_CHILD = textwrap.dedent("""
             trials.append({"tag": tag, "where": points.where, "buf": buf,
                            "accepted": accepted})
             k += 1
-    running = workers()
     # linger_seconds is 0.05: the worker sends without being asked.
     end = time.monotonic() + 3.0
     def late():
@@ -282,28 +285,30 @@ FIRST_PUT_CHILD = textwrap.dedent("""
     for c in closers:
         c.join(max(0.0, end - time.monotonic()))
     hung = [[t["tag"], t["where"]] for t, c in zip(trials, closers) if c.is_alive()]
-    end = time.monotonic() + 2.0
-    while workers() and time.monotonic() < end:
+    # Threads still running once every buffer is closed (senders leave soon after close()).
+    end = time.monotonic() + 3.0
+    while os_threads() > before and time.monotonic() < end:
         time.sleep(0.05)
     print(json.dumps({
-        "trials": len(trials), "workers_running": running, "late": late_ones, "hung": hung,
-        "workers_left": workers(), "crashes": crashes, "unexpected": unexpected,
+        "trials": len(trials), "late": late_ones, "hung": hung,
+        "threads_left": os_threads() - before, "crashes": crashes, "unexpected": unexpected,
         "accepted": [[t["tag"], n] for t in trials for n in t["accepted"]],
     }))
 """)
 
 
-def test_an_exception_in_the_first_put_leaves_one_working_worker(
+def test_an_exception_in_the_first_put_leaves_a_working_buffer(
     firehose: HostileFirehose,
 ) -> None:
     """The first put() starts the worker thread. An exception landing anywhere in it (for
     each point a handler can run there, with an Exception and with a KeyboardInterrupt)
-    must leave a buffer that works like any other: exactly one worker, which sends what
-    later puts accept within linger without being asked; close() returns and leaves no
-    thread; no thread dies with a traceback; put() raises nothing but the exception raised
-    in it. Before the fix, one point killed the new thread inside CPython's Thread.start
-    (``KeyError`` in ``_bootstrap_inner``), others started a second worker or none, and others
-    left the wake-up lock held so that close() hung."""
+    must leave a buffer that works like any other: it sends what later puts accept within
+    linger without being asked; close() returns and leaves no thread behind; no thread dies
+    with a traceback; put() raises nothing but the exception raised in it. Before the fix,
+    one point killed the new thread inside CPython's Thread.start (``KeyError`` in
+    ``_bootstrap_inner``), others made put() raise ``RuntimeError('release unlocked lock')``
+    or left a buffer whose worker never started, and others left the wake-up lock held so
+    that close() hung."""
     out = run_child(FIRST_PUT_CHILD, firehose.endpoint_url, deadline=60)
     assert out["trials"] >= 40, f"only {out['trials']} points in the first put()"
     problems = {
@@ -315,10 +320,7 @@ def test_an_exception_in_the_first_put_leaves_one_working_worker(
     found = {what: items for what, items in problems.items() if items}
     assert found == {}, "; ".join(
         f"{what}: {len(items)}, e.g. {items[:3]}" for what, items in found.items())
-    assert out["workers_running"] == out["trials"], (
-        f"{out['workers_running']} worker threads ran for {out['trials']} buffers"
-    )
-    assert out["workers_left"] == 0, f"{out['workers_left']} worker threads outlived close()"
+    assert out["threads_left"] <= 0, f"{out['threads_left']} threads outlived close()"
     stored = _stored(firehose, "s")
     lost = sorted(tuple(a) for a in out["accepted"] if tuple(a) not in stored)
     assert lost == [], f"accepted and never delivered: {lost[:10]}"

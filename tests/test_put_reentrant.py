@@ -122,6 +122,8 @@ def test_put_from_a_signal_handler_at_any_point_inside_put_does_not_hang(
 
 
 FINALIZER_CHILD = COMMON + textwrap.dedent("""
+    from signal_points import SignalPoints
+
     class Tracked:
         # Garbage in a reference cycle: only the garbage collector frees it, running
         # __del__ wherever the thread is when a collection starts.
@@ -132,17 +134,27 @@ FINALIZER_CHILD = COMMON + textwrap.dedent("""
         def __del__(self):
             put("finalizer", self.n)
 
+    def plant():
+        # Garbage, and a threshold that the next allocation of a container exceeds: a
+        # collection starts there, at an allocation inside put().
+        Tracked(n)
+        gc.set_threshold(max(1, gc.get_count()[0]))
+
+    points = SignalPoints(only="firehose_buffer")
     n = 0
-    # A collection starts at the threshold-th allocation of a container after the last
-    # one: each threshold runs the finalizer at another allocation inside put().
-    for threshold in range(1, 40):
-        for _ in range(50):
-            gc.collect(0)
-            Tracked(n)
-            gc.set_threshold(threshold)
-            put("outer", n)
+    k = 1
+    while True:
+        for _ in range(100):
+            points.run(k, plant, put, "outer", n)
             gc.set_threshold(700, 10, 10)
+            gc.collect(0)  # the garbage of a put() that allocated nothing after point k
             n += 1
+            if points.hit:
+                break
+        if not points.hit:
+            break
+        k += 1
+    out["points"] = k - 1
     finish()
 """)
 
@@ -151,12 +163,12 @@ def test_put_from_a_finalizer_the_garbage_collector_runs_inside_put_does_not_han
     firehose: HostileFirehose,
 ) -> None:
     """An object whose ``__del__`` puts an event, freed by the garbage collector while the
-    thread is inside put(): the collection starts at an allocation, and put()'s slow path
-    allocates (an exception object, a new segment) while it holds its lock. Before the fix
-    the finalizer's put() waited for that lock forever."""
+    thread is inside put(): a collection starts at the first allocation after each point of
+    put() in turn, and put()'s slow path allocates (an exception object, a new segment, a
+    sealed segment's record) while it holds its lock. Before the fix the finalizer's put()
+    waited for that lock forever."""
     out = run_child(FINALIZER_CHILD, firehose.endpoint_url, deadline=10)
-    finalized = [a for a in out["accepted"] + out["refused"] if a[0] == "finalizer"]
-    assert len(finalized) > 1000, f"only {len(finalized)} finalizers ran"
+    assert out["points"] >= 20, f"the sweep reached only {out['points']} points"
     _check(out, firehose, "s")
 
 

@@ -82,7 +82,7 @@ def test_a_handler_shipping_the_librarys_logs_does_not_deadlock_a_failing_spill(
     spill that failed."""
     spool = tmp_path / "spool"
     spool.mkdir()
-    out = run_child(CHILD, firehose.endpoint_url, str(spool), failure, deadline=10)
+    out = run_child(CHILD, firehose.endpoint_url, str(spool), failure, deadline=8)
     assert out["refused"] > 0, "the spool never failed: the test did not test anything"
     delivered = _user_events(firehose.delivered_lines(STREAM))
     spooled = _user_events([line for path in sorted(spool.glob(f"{STREAM}/*.jsonl"))
