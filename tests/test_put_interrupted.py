@@ -58,6 +58,7 @@ SWEEP_CHILD = textwrap.dedent("""
     out = {"accepted": [], "raised": [], "refused": [], "unexpected": []}
 
     def put(buf, tag, n, k=0, kind=RuntimeError):
+        heartbeat()
         event = {"b": tag, "n": n, "pad": "x" * 150}
         injected = kind(f"injected at signal point {k}")
         def throw():
@@ -105,13 +106,16 @@ SWEEP_CHILD = textwrap.dedent("""
     for _ in range(50):
         put(buf, "swept", n)
         n += 1
+    heartbeat(15)
     flushed = bool(buf.flush(10))  # idle, as the fresh buffer is
     kept = capacity(buf, "after")
+    heartbeat(15)
     flushed = bool(buf.flush(10)) and flushed
     buf.close(10)
     s = buf.stats()
     fresh = FirehoseBuffer(config, client=client)
     kept_fresh = capacity(fresh, "fresh")
+    heartbeat(15)
     fresh.close(10)
     out.update(hits=hits, flushed=flushed, capacity=kept, fresh_capacity=kept_fresh,
                put=s.events_put, delivered=s.events_delivered, failed=s.events_failed,
@@ -130,7 +134,7 @@ def test_an_exception_at_any_point_inside_put_loses_nothing(
     put() returned True for is delivered, the counters add up, the buffer still holds its
     bound's worth, and nothing hangs. Losing accepted events uncounted, or a lock left held,
     is what makes a Ctrl-C or a SIGTERM during a busy loop cost data or a hung process."""
-    out = run_child(SWEEP_CHILD, firehose.endpoint_url, scope, deadline=10)
+    out = run_child(SWEEP_CHILD, firehose.endpoint_url, scope, deadline=30)
     assert out["unexpected"] == [], out["unexpected"][:5]
     assert out["hits"] >= 20, f"the sweep reached only {out['hits']} points"
     stored = _stored(firehose, "s")
@@ -181,6 +185,7 @@ STORM_CHILD = textwrap.dedent("""
     n = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
+        heartbeat()
         try:
             armed = True
             ok = buf.put({"b": "storm", "n": n, "pad": "x" * 200})
@@ -193,7 +198,9 @@ STORM_CHILD = textwrap.dedent("""
         n += 1
     signal.setitimer(signal.ITIMER_REAL, 0)
     armed = False
+    heartbeat(12)
     flushed = bool(buf.flush(10))
+    heartbeat(12)
     buf.close(10)
     s = buf.stats()
     out.update(flushed=flushed, put=s.events_put, delivered=s.events_delivered,
@@ -209,7 +216,7 @@ def test_exceptions_from_a_signal_handler_during_a_put_loop_lose_nothing(
     raising signal handler thousands of times (a timer every 0.3 ms). Every event put()
     returned True for is delivered, the counters add up, and flush() and close() return.
     Before the fix this lost hundreds of accepted events uncounted, or hung for good."""
-    out = run_child(STORM_CHILD, firehose.endpoint_url, "2.0", deadline=10)
+    out = run_child(STORM_CHILD, firehose.endpoint_url, "2.0", deadline=30)
     assert out["raised"] > 100, f"only {out['raised']} puts were interrupted"
     stored = _stored(firehose, "s", "t")
     lost = sorted(tuple(a) for a in out["accepted"] if tuple(a) not in stored)
@@ -249,6 +256,7 @@ FIRST_PUT_CHILD = textwrap.dedent("""
     for kind in (RuntimeError, KeyboardInterrupt):
         k = 1
         while True:
+            heartbeat()
             buf = FirehoseBuffer(config, client=client)
             tag = f"{kind.__name__}-{k}"
             injected = kind("injected")
@@ -271,8 +279,9 @@ FIRST_PUT_CHILD = textwrap.dedent("""
             trials.append({"tag": tag, "where": points.where, "buf": buf,
                            "accepted": accepted})
             k += 1
+    heartbeat(15)  # the phases below wait 2 + 4 + 2 s at most
     # linger_seconds is 0.05: the worker sends without being asked.
-    end = time.monotonic() + 3.0
+    end = time.monotonic() + 2.0
     def late():
         return [t for t in trials if t["buf"].stats().events_delivered < len(t["accepted"])]
     while late() and time.monotonic() < end:
@@ -281,12 +290,12 @@ FIRST_PUT_CHILD = textwrap.dedent("""
     closers = [threading.Thread(target=t["buf"].close, args=(3,), daemon=True) for t in trials]
     for c in closers:
         c.start()
-    end = time.monotonic() + 6.0
+    end = time.monotonic() + 4.0
     for c in closers:
         c.join(max(0.0, end - time.monotonic()))
     hung = [[t["tag"], t["where"]] for t, c in zip(trials, closers) if c.is_alive()]
     # Threads still running once every buffer is closed (senders leave soon after close()).
-    end = time.monotonic() + 3.0
+    end = time.monotonic() + 2.0
     while os_threads() > before and time.monotonic() < end:
         time.sleep(0.05)
     print(json.dumps({

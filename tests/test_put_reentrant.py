@@ -65,6 +65,7 @@ COMMON = textwrap.dedent("""
     out = {"accepted": [], "refused": [], "unexpected": []}
 
     def put(tag, n):
+        heartbeat()
         try:
             ok = buf.put({"b": tag, "n": n, "pad": "x" * 150})
         except FirehoseBufferError:  # refused, and the caller is told so
@@ -76,8 +77,10 @@ COMMON = textwrap.dedent("""
         out["accepted" if ok else "refused"].append([tag, n])
 
     def finish():
+        heartbeat(12)
         gc.set_threshold(700, 10, 10)
         out["flushed"] = bool(buf.flush(10))
+        heartbeat(12)
         buf.close(10)
         s = buf.stats()
         out["counters"] = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
@@ -116,7 +119,7 @@ def test_put_from_a_signal_handler_at_any_point_inside_put_does_not_hang(
     code, or anywhere put() runs), a put() from a handler there. Before the fix, a handler
     running while put() held its lock (sealing a full segment) waited for that same lock
     forever: the main thread and then the worker hung."""
-    out = run_child(SIGNAL_POINTS_CHILD, firehose.endpoint_url, scope, deadline=10)
+    out = run_child(SIGNAL_POINTS_CHILD, firehose.endpoint_url, scope, deadline=30)
     assert out["points"] >= 20, f"the sweep reached only {out['points']} points"
     _check(out, firehose, "s")
 
@@ -167,7 +170,7 @@ def test_put_from_a_finalizer_the_garbage_collector_runs_inside_put_does_not_han
     put() in turn, and put()'s slow path allocates (an exception object, a new segment, a
     sealed segment's record) while it holds its lock. Before the fix the finalizer's put()
     waited for that lock forever."""
-    out = run_child(FINALIZER_CHILD, firehose.endpoint_url, deadline=10)
+    out = run_child(FINALIZER_CHILD, firehose.endpoint_url, deadline=30)
     assert out["points"] >= 20, f"the sweep reached only {out['points']} points"
     _check(out, firehose, "s")
 
@@ -204,7 +207,7 @@ def test_put_from_a_signal_handler_during_a_put_loop_does_not_hang(
 ) -> None:
     """The same as a user meets it: a loop putting events while a timer fires every 0.3 ms
     and its handler puts an event too. Before the fix this hung within a second."""
-    out = run_child(STORM_CHILD, firehose.endpoint_url, deadline=10)
+    out = run_child(STORM_CHILD, firehose.endpoint_url, deadline=30)
     handled = [a for a in out["accepted"] + out["refused"] if a[0] == "handler"]
     assert len(handled) > 100, f"only {len(handled)} handlers ran"
     _check(out, firehose, "s")

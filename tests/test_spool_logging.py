@@ -50,11 +50,14 @@ CHILD = textwrap.dedent("""
     # 3,000 events of 40 bytes into a 20 KB buffer: most of them spill. When one does not
     # fit, the log record that says the spill failed (200 bytes) does not fit either.
     for n in range(3000):
+        heartbeat()
         if buf.put({"b": "user", "n": n, "pad": "x" * 16}):
             out["accepted"].append(n)
         else:
             out["refused"] += 1
+    heartbeat(12)
     out["flushed"] = bool(buf.flush(10))
+    heartbeat(12)
     buf.close(10)
     s = buf.stats()
     out["counters"] = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
@@ -82,7 +85,7 @@ def test_a_handler_shipping_the_librarys_logs_does_not_deadlock_a_failing_spill(
     spill that failed."""
     spool = tmp_path / "spool"
     spool.mkdir()
-    out = run_child(CHILD, firehose.endpoint_url, str(spool), failure, deadline=8)
+    out = run_child(CHILD, firehose.endpoint_url, str(spool), failure, deadline=30)
     assert out["refused"] > 0, "the spool never failed: the test did not test anything"
     delivered = _user_events(firehose.delivered_lines(STREAM))
     spooled = _user_events([line for path in sorted(spool.glob(f"{STREAM}/*.jsonl"))
