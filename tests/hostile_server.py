@@ -67,6 +67,9 @@ class Behaviour(enum.StrEnum):
     #: Answered (and stored) as Firehose would, with no ``Connection: close``; then the
     #: server closes the connection (a FIN), as its idle timeout does.
     IDLE_CLOSE = "idle_close"
+    #: HTTP 200, ``FailedPutCount`` 0, and entries that carry neither ``RecordId`` nor
+    #: ``ErrorCode`` (an endpoint that does not conform: the records may well be stored).
+    NO_IDS = "no_ids"
 
 
 #: Answers that are an HTTP 200 with a body botocore parses, but that is not Firehose's shape.
@@ -356,6 +359,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif behaviour is Behaviour.HANG:
             owner.stopping.wait()
             self.close_connection = True
+        elif behaviour is Behaviour.NO_IDS:
+            self._send(200, orjson.dumps({"FailedPutCount": 0,
+                                          "RequestResponses": [{} for _ in ids]}))
 
     def _send(self, status: int, body: bytes) -> None:
         self.send_response(status)
