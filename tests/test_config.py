@@ -142,9 +142,10 @@ def test_from_env_reads_every_numeric_field(f: dataclasses.Field[Any]) -> None:
     else:
         value = current + 7 if current is not None else 3
     text = f"{value:_}" if isinstance(value, int) else repr(value)
-    config = BufferConfig.from_env(
-        {f"{ENV_PREFIX}STREAMS": "a", f"{ENV_PREFIX}{f.name.upper()}": text}
-    )
+    env = {f"{ENV_PREFIX}STREAMS": "a", f"{ENV_PREFIX}{f.name.upper()}": text}
+    if f.name == "compression_level":
+        env[f"{ENV_PREFIX}COMPRESSION"] = "gzip"  # a level needs a codec
+    config = BufferConfig.from_env(env)
     assert getattr(config, f.name) == value
     assert type(getattr(config, f.name)) is type(value)
 

@@ -209,5 +209,5 @@ def test_put_from_a_signal_handler_during_a_put_loop_does_not_hang(
     and its handler puts an event too. Before the fix this hung within a second."""
     out = run_child(STORM_CHILD, firehose.endpoint_url, deadline=30)
     handled = [a for a in out["accepted"] + out["refused"] if a[0] == "handler"]
-    assert len(handled) > 100, f"only {len(handled)} handlers ran"
+    assert len(handled) >= 10, f"only {len(handled)} handlers ran"
     _check(out, firehose, "s")

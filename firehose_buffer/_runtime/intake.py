@@ -36,6 +36,9 @@ class Intake:
             # Re-entering (a signal handler, a finalizer) on a thread holding one of our
             # locks: waiting for it would deadlock; the worker takes the line instead.
             return engine.worker.hand(index, line)
+        # Started before the line goes in: if this put() is interrupted after the append,
+        # the lines that follow (on the lock-free path) still have a worker to go to.
+        engine.ensure_started()
         acc = self.acc
         config = self.config
         deadline: float | None = None
@@ -71,7 +74,6 @@ class Intake:
                 acc.room.wait(remaining)
         if not appended:
             return self._when_full(index, line)
-        engine.ensure_started()
         engine.worker.wake()
         return True
 

@@ -7,12 +7,14 @@ Buffers register in ``LIVE``; after a fork each is given a fresh, empty state by
 
 from __future__ import annotations
 
+import _thread
 import mmap
 import os
 import signal
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
@@ -90,6 +92,27 @@ def _fork_hook() -> None:
 
 
 os.register_at_fork(after_in_child=_fork_hook)
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def start_thread(target: Callable[[], None], name: str) -> None:
+    """Start a daemon thread running ``target``, in a way no exception raised in the caller
+    (a KeyboardInterrupt, a signal handler's) can break half way.
+
+    ``threading.Thread.start()`` is Python code: an exception landing just after it created
+    the OS thread makes it forget the thread it started (whose bootstrap then dies with a
+    KeyError), and one landing in its wait for the thread to begin leaves a lock half
+    released. So the caller makes one C call, ``_thread.start_new_thread``, and the new OS
+    thread, where no signal handler ever runs, starts the real ``threading.Thread`` and
+    ends. If the caller is interrupted after that call, the thread starts all the same.
+    """
+    _thread.start_new_thread(_launch, (target, name))
+
+
+def _launch(target: Callable[[], None], name: str) -> None:
+    threading.Thread(target=target, name=name, daemon=True).start()
 
 
 # -- SIGTERM ----------------------------------------------------------------------------------

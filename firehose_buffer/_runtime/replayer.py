@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .._core.encoding import is_valid_line
 from .._storage.spool import Claim, SpoolFile, claim
+from .lifecycle import start_thread
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -33,11 +34,9 @@ class Replayer:
         self._fed = threading.Event()
         self._stop = threading.Event()
         self._claim: Claim | None = None
-        self._thread = threading.Thread(target=self._run, name="firehose-buffer-replay",
-                                        daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        start_thread(self._run, "firehose-buffer-replay")
 
     def wait(self, timeout: float | None) -> bool:
         return self._done.wait(timeout)

@@ -22,6 +22,7 @@ from .._core.ledger import Reason
 from .._core.records import Failure
 from .._core.runs import Run
 from .._core.scheduler import compress_runs, compressor_for
+from .lifecycle import start_thread
 
 if TYPE_CHECKING:
     from .._core.compression import Compressor
@@ -56,6 +57,8 @@ class Worker:
         self._inbox: queue.SimpleQueue[tuple[int, bytes] | _Dropped | None] = (
             queue.SimpleQueue())
         self._claim = threading.Lock()
+        self._launched = False
+        self._ident: int | None = None
         self._stopped = threading.Event()
         self._expected: float | None = None
         #: With ``compression``: the worker's own (a compressor serves one thread).
@@ -64,14 +67,21 @@ class Worker:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name="firehose-buffer-worker", daemon=True).start()
+        self._launched = True
+        try:
+            start_thread(self._run, "firehose-buffer-worker")
+        except BaseException:
+            # Maybe refused, maybe interrupted after the thread started: a later start makes
+            # another, and the second of two to run leaves at once (see _run).
+            self._launched = False
+            raise
 
     def started(self) -> bool:
-        """A worker thread runs (or ran) for this engine."""
-        return self.thread is not None
+        """A worker thread was started for this engine (it may not run yet)."""
+        return self._launched
 
     def is_current(self) -> bool:
-        return threading.current_thread() is self.thread
+        return threading.get_ident() == self._ident
 
     def wake(self) -> None:
         self.sleeping = False
@@ -94,9 +104,10 @@ class Worker:
 
     def _run(self) -> None:
         with self._claim:
-            if self.thread is not None and self.thread.is_alive():
-                return  # an interrupted start() started a second one: this one leaves
+            if self.thread is not None:
+                return  # a start was repeated: one worker only
             self.thread = threading.current_thread()
+            self._ident = threading.get_ident()
         engine = self.engine
         wait: float | None = 0.0
         try:
