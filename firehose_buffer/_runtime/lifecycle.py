@@ -8,6 +8,7 @@ Buffers register in ``LIVE``; after a fork each is given a fresh, empty state by
 from __future__ import annotations
 
 import _thread
+import logging
 import mmap
 import os
 import signal
@@ -112,7 +113,13 @@ def start_thread(target: Callable[[], None], name: str) -> None:
 
 
 def _launch(target: Callable[[], None], name: str) -> None:
-    threading.Thread(target=target, name=name, daemon=True).start()
+    try:
+        threading.Thread(target=target, name=name, daemon=True).start()
+    except Exception:
+        # No Thread to be had (a limit on threads): this OS thread does the work instead.
+        logging.getLogger("firehose_buffer").exception(
+            "could not start the %s thread; running it on a bare thread instead", name)
+        target()
 
 
 # -- SIGTERM ----------------------------------------------------------------------------------
