@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+
+class Acknowledgments(Protocol):
+    """A durable segment's persistent record (see :mod:`.._storage.durable`)."""
+
+    def acked(self, start: int, end: int) -> None:
+        """These bytes are delivered, or kept by the failure sink."""
+
+    def in_flight(self, end: int) -> None:
+        """Lines up to ``end`` may have reached Firehose (or the failure sink)."""
 
 
 class SegmentRef(Protocol):
@@ -12,6 +22,10 @@ class SegmentRef(Protocol):
     open_records: int
     retired: bool
     view: memoryview
+
+    @property
+    def file(self) -> Acknowledgments | None:
+        """The segment's acknowledgment record when it is durable."""
 
 
 #: Raw lines where they live: a segment, and the offsets of their first byte and past their
@@ -88,6 +102,9 @@ class Failure:
     reason: str
     chunks: list[bytes]
     count: int
+    #: Durable: the records the lines come from, acknowledged (their segments let go) only
+    #: once the failure sink has kept or handed over the lines (``Scheduler.settle``).
+    records: list[Record] = field(default_factory=list)
 
     def lines(self) -> list[bytes]:
         """One ``bytes`` per event, without its newline (what ``on_failure`` receives)."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from .._core.ledger import Reason
 
 if TYPE_CHECKING:
+    from .._storage.segments import Segment
     from .engine import Engine
 
 log = logging.getLogger("firehose_buffer")
@@ -49,7 +50,7 @@ class Worker:
         #: put() wakes the worker only when this is set (it sleeps with nothing pending).
         self.sleeping = False
         self.thread: threading.Thread | None = None
-        self._inbox: queue.SimpleQueue[tuple[int, bytes] | _Dropped | None] = (
+        self._inbox: queue.SimpleQueue[tuple[int, bytes | Segment] | _Dropped | None] = (
             queue.SimpleQueue())
         self._claim = threading.Lock()
         self._stopped = threading.Event()
@@ -72,12 +73,16 @@ class Worker:
         self._inbox.put(_WAKE)
 
     def hand(self, index: int, line: bytes) -> bool:
-        """A re-entrant put(): queue the line for the worker; False if too many wait."""
+        """A re-entrant put(): queue the line for the worker; False if too many wait.
+        Durable, the line is first written to a file of its own (without waiting for any
+        lock), so it survives a death before the worker takes it."""
         inbox = self._inbox
         if inbox.qsize() >= MAX_HANDED_LINES:
             inbox.put(DROPPED)
             return False
-        inbox.put((index, line))
+        store = self.engine.store
+        kept = store.keep(index, line, blocking=False) if store is not None else None
+        inbox.put((index, line if kept is None else kept))
         self.sleeping = False
         return True
 
@@ -113,7 +118,7 @@ class Worker:
     def _wait(self, timeout: float | None) -> None:
         """Until woken or ``timeout``; then take what re-entrant puts left in the inbox."""
         inbox = self._inbox
-        handed: list[tuple[int, bytes]] = []
+        handed: list[tuple[int, bytes | Segment]] = []
         dropped = 0
         try:
             item = inbox.get(True, timeout) if timeout is None or timeout > 0 else \

@@ -1,0 +1,84 @@
+"""A producing process for the durable tests and benchmark: two threads put numbered events
+into a durable buffer and report each one put() accepted, until the process dies.
+
+    python tests/durable_child.py ENDPOINT SPOOL_DIR REPORT HOW SEED
+
+Each accepted event is reported right after put() returns, as ``"<thread> <n>\\n"`` appended
+to REPORT with one write(2) (whole lines survive the kill; an event put() accepted but not
+reported yet is simply not checked). HOW is how the process dies:
+
+- ``wait``: it does not kill itself (the parent kills it: SIGKILL, SIGSTOP...);
+- ``segv``: a thread dereferences NULL through ctypes (a crash in a C extension);
+- ``abort``: ``os.abort()`` (a failed assertion in C code);
+- ``oom``: a thread allocates and touches memory until the parent SIGKILLs the process, as
+  the OOM killer does.
+
+The kill comes after a random delay (from SEED) once ``ready`` is printed. Events are
+0.1-2 KB with, now and then, one longer than a segment (kept in a file of its own); the
+buffer has two keyless streams and a small memory bound, so segments fill, seal, are reused,
+and remainders move between streams.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import sys
+import threading
+import time
+
+from firehose_buffer import BufferConfig, FirehoseBuffer
+
+STREAMS = ("d-0", "d-1")
+#: 2 streams x 4 segments of 64 KiB: events over 64 KiB are kept apart.
+MAX_BUFFER_BYTES = 512 * 1024
+BIG_EVENT = 100_000
+
+
+def config(endpoint: str, spool_dir: str, **options: object) -> BufferConfig:
+    values: dict[str, object] = {
+        "streams": STREAMS, "endpoint_url": endpoint, "region": "us-east-1",
+        "spool_dir": spool_dir, "durable": True, "linger_seconds": 0.05,
+        "max_buffer_bytes": MAX_BUFFER_BYTES, "max_record_bytes": 200_000,
+        "max_block_seconds": 30.0,
+        "retry_initial_backoff_seconds": 0.01, "retry_max_backoff_seconds": 0.05,
+    }
+    values.update(options)
+    return BufferConfig(**values)  # type: ignore[arg-type]
+
+
+def produce(buffer: FirehoseBuffer, report: int, thread: int, seed: int) -> None:
+    rng = random.Random(seed * 31 + thread)
+    n = 0
+    while True:
+        size = BIG_EVENT if rng.random() < 0.002 else rng.randint(100, 2000)
+        buffer.put({"run": seed, "t": thread, "n": n, "pad": "x" * size})
+        os.write(report, b"%d %d\n" % (thread, n))
+        n += 1
+
+
+def main(endpoint: str, spool_dir: str, report_path: str, how: str, seed: int) -> None:
+    rng = random.Random(seed)
+    buffer = FirehoseBuffer(config(endpoint, spool_dir))
+    report = os.open(report_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    for t in range(2):
+        threading.Thread(target=produce, args=(buffer, report, t, seed), daemon=True).start()
+    print("ready", flush=True)
+    time.sleep(rng.uniform(0.2, 0.8))
+    if how == "segv":
+        threading.Thread(target=ctypes.string_at, args=(0,), daemon=True).start()
+    elif how == "abort":
+        os.abort()
+    elif how == "oom":
+        print("allocating", flush=True)
+        hog = []
+        while True:
+            hog.append(bytearray(b"\1" * (16 * 1024 * 1024)))
+            if len(hog) > 8:
+                hog.clear()
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
