@@ -108,10 +108,15 @@ def _unpack(value: int) -> tuple[int, int]:
 
 # -- what this process holds --------------------------------------------------------------
 
-#: Owner directories this process holds the lock of (its own, and those it is recovering).
-#: Never opened again by this process: closing any descriptor of a lock file drops the lock.
+#: Owner directories this process holds the lock of (its own, and those it is recovering), by
+#: real path. Never opened again by this process: closing any descriptor of a lock file drops
+#: the lock.
 _IN_USE: set[str] = set()
 _IN_USE_LOCK = threading.Lock()
+
+
+def _key(path: Path) -> str:
+    return os.path.realpath(path)
 
 
 def _forget_in_child() -> None:
@@ -468,7 +473,7 @@ class DurableStore:
             self._lock_fd = -1
         if self.owner is not None:
             with _IN_USE_LOCK:
-                _IN_USE.discard(str(self.owner))
+                _IN_USE.discard(_key(self.owner))
         self.owner = None
 
     def after_fork(self) -> None:
@@ -496,11 +501,11 @@ def _make_owner(root: Path) -> tuple[Path, int]:
         fd = os.open(temp / LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with _IN_USE_LOCK:
-            _IN_USE.add(str(final))
+            _IN_USE.add(_key(final))
         os.rename(temp, final)
     except BaseException:
         with _IN_USE_LOCK:
-            _IN_USE.discard(str(final))
+            _IN_USE.discard(_key(final))
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(OSError):
@@ -556,7 +561,7 @@ def dead_owners(spool_dir: str | os.PathLike[str]) -> list[DeadOwner]:
             _remove_if_stale(path)
             continue
         with _IN_USE_LOCK:
-            if str(path) in _IN_USE:
+            if _key(path) in _IN_USE:
                 continue
             if _lock_free(path):
                 found.append(DeadOwner(path))
@@ -602,7 +607,7 @@ def claim_owner(path: Path) -> OwnerClaim | None:
     """Take a dead owner's lock for this process, or None if another process holds it, or
     took it and recovered it already."""
     with _IN_USE_LOCK:
-        if str(path) in _IN_USE:
+        if _key(path) in _IN_USE:
             return None
         try:
             fd = os.open(path / LOCK, os.O_RDWR | os.O_CLOEXEC)
@@ -615,7 +620,7 @@ def claim_owner(path: Path) -> OwnerClaim | None:
         except OSError:
             os.close(fd)
             return None
-        _IN_USE.add(str(path))
+        _IN_USE.add(_key(path))
     return OwnerClaim(path, fd)
 
 
@@ -756,7 +761,7 @@ class OwnerClaim:
             os.close(self._fd)
             self._fd = -1
             with _IN_USE_LOCK:
-                _IN_USE.discard(str(self.path))
+                _IN_USE.discard(_key(self.path))
 
     def after_fork(self) -> None:
         """In a forked child: the claim is the parent's."""
