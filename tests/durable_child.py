@@ -47,6 +47,8 @@ STREAMS = ("d-0", "d-1")
 #: 2 streams x 4 segments of 64 KiB: events over 64 KiB are kept apart.
 MAX_BUFFER_BYTES = 512 * 1024
 BIG_EVENT = 100_000
+#: How long it produces before it kills itself (seconds, uniformly drawn).
+DELAY = (0.2, 0.8)
 
 
 def config(endpoint: str, spool_dir: str, **options: object) -> BufferConfig:
@@ -113,7 +115,7 @@ def main(endpoint: str, spool_dir: str, report_path: str, how: str, seed: int) -
         # SIGCONT, while the main thread is still marked stopped) runs its handler within one.
         for _ in range(6000):
             time.sleep(0.1)
-    time.sleep(rng.uniform(0.2, 0.8))
+    time.sleep(rng.uniform(*DELAY))
     if how == "fork":
         if os.fork() == 0:
             produce(buffer, report, 5, seed, count=300)
@@ -127,6 +129,7 @@ def main(endpoint: str, spool_dir: str, report_path: str, how: str, seed: int) -
     elif how == "abort":
         os.abort()
     elif how == "oom":
+        open(report_path + ".allocating", "wb").close()
         print("allocating", flush=True)
         hog = []
         while True:

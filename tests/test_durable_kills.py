@@ -449,3 +449,27 @@ def _get(url: str) -> None:
 
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(url, timeout=60)
+
+
+def test_a_running_sibling_recovers_a_dead_process_within_seconds(
+    firehose: LocalFirehose, tmp_path: Path,
+) -> None:
+    """A durable buffer that runs looks for dead processes' files every few seconds: a
+    sibling that dies (a gunicorn worker among others) has its events sent by the others,
+    without waiting for a restart."""
+    spool = tmp_path / "spool"
+    sibling = FirehoseBuffer(durable_child.config(firehose.endpoint_url, str(spool)))
+    try:
+        sibling.put({"run": 0, "t": 0, "n": 0, "pad": ""})  # running
+        child = Child(firehose, spool, "wait", 16)
+        assert child.line() == "ready"
+        wait_for(lambda: child.progress() > 300, 20, "the child to put events")
+        child.kill()
+        assert child.wait() == -signal.SIGKILL
+        accepted = {(t, n) for t, ns in child.accepted().items() for n in ns}
+        wait_for(lambda: accepted <= set(delivered(firehose, 16)), 15,
+                 "the sibling to send the dead process's events")
+        assert sibling.stats().events_replayed > 0
+    finally:
+        sibling.close(10)
+    assert os.listdir(spool / durable.DIRECTORY) == []
