@@ -155,6 +155,8 @@ class Worker:
         senders.submit(tick.batches)
         if tick.failures:
             engine.sink.report(tick.failures)
+        if engine.store is not None:
+            engine.store.warn()
         with engine.lock:
             if sched.flushes.publish():
                 engine.progress.notify_all()

@@ -365,9 +365,12 @@ class DurableStore:
         self._numbers = itertools.count()
         #: Every file made and not removed.
         self._files: list[SegmentFile] = []
-        self._warned = 0.0
-        #: Segments that had to be memory (a file could not be made).
+        self._warned = float("-inf")
+        #: Segments that had to be memory (a file could not be made), and why the last did:
+        #: said by :meth:`warn` on the worker, never under the accumulator's lock.
         self.fallbacks = 0
+        self._told = 0
+        self._why = ""
 
     # -- the accumulator's hooks ----------------------------------------------------------
 
@@ -438,13 +441,22 @@ class DurableStore:
             self._make.release()
 
     def _fell_back(self, exc: OSError) -> None:
+        self._why = str(exc)
         self.fallbacks += 1
+
+    def warn(self) -> None:
+        """Log (at most every 10 s) that segments had to be memory; called with no lock held
+        (a logging handler may put())."""
+        if self.fallbacks == self._told:
+            return
         now = time.monotonic()
-        if now - self._warned >= 10.0:
-            self._warned = now
-            log.warning("durable segment file could not be made in %s (%s): events in this "
-                        "segment are kept in memory only and do not survive the death of the "
-                        "process (%d such segments so far)", self.root, exc, self.fallbacks)
+        if now - self._warned < 10.0:
+            return
+        self._warned = now
+        self._told = self.fallbacks
+        log.warning("durable segment file could not be made in %s (%s): events in such "
+                    "segments are kept in memory only and do not survive the death of the "
+                    "process (%d such segments so far)", self.root, self._why, self.fallbacks)
 
     def clean(self) -> bool:
         """Nothing in any file is unacknowledged."""
