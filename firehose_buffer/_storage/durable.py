@@ -144,6 +144,10 @@ def probe(spool_dir: str | os.PathLike[str], size: int) -> None:
             f"durable=True needs spool_dir on a local file system; {root.parent} is on "
             f"{fstype} (a recovering process could read stale pages, and locks are not "
             "reliable)")
+    if fstype in _COPY_ON_WRITE_FS:
+        log.warning("durable segments in %s are on %s: rewriting a pre-allocated block there "
+                    "can need new space, so a full disk can still kill the process with "
+                    "SIGBUS; prefer ext4, xfs or tmpfs", root, fstype)
     path = root / f".probe-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
@@ -161,6 +165,7 @@ def probe(spool_dir: str | os.PathLike[str], size: int) -> None:
             f"durable=True: cannot make segment files in {root}: {exc}") from exc
 
 
+_COPY_ON_WRITE_FS = frozenset({"btrfs", "zfs", "bcachefs"})
 _NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
                          "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse"})
 
