@@ -17,6 +17,10 @@ reported yet is simply not checked). HOW is how the process dies:
   or a finalizer re-entering put() would), then a SIGKILL before the worker can take it;
 - ``fork``: the process forks; the child puts events of its own (thread 5), closes its buffer
   on SIGTERM, and the parent carries on until killed;
+- ``cfork``: the process forks from C (libc's fork() through ctypes, holding the GIL), as a
+  server that skips Python's fork hooks does; the child never uses the buffer (so nothing
+  tells it that it was forked: it keeps every descriptor it inherited) and just lives on;
+  the parent prints ``forked <pid>`` and carries on until killed;
 - ``full``: the spool directory's file system is filled once the buffer is made, then events
   are put and flushed (segment files cannot be made any more).
 
@@ -123,6 +127,13 @@ def main(endpoint: str, spool_dir: str, report_path: str, how: str, seed: int) -
             print("child ready", flush=True)
             for _ in range(6000):
                 time.sleep(0.1)
+        time.sleep(600)
+    if how == "cfork":
+        pid = ctypes.PyDLL(None).fork()
+        if pid == 0:
+            while True:
+                time.sleep(0.1)
+        print(f"forked {pid}", flush=True)
         time.sleep(600)
     if how == "segv":
         threading.Thread(target=ctypes.string_at, args=(0,), daemon=True).start()

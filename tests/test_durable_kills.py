@@ -183,38 +183,47 @@ def test_a_killed_producer_loses_nothing_and_counts_its_duplicates(
 def test_a_stopped_owner_is_never_claimed_and_sends_its_own_events_once(
     firehose: LocalFirehose, tmp_path: Path,
 ) -> None:
-    """SIGSTOP freezes a process, not its lock: another buffer (and the replay command) on
-    the same directory leaves its files alone; resumed, it delivers its events itself."""
+    """SIGSTOP freezes a process, not its lock: a running buffer on the same directory (which
+    meanwhile recovers a producer that was killed, so its rescans demonstrably run) and the
+    replay command leave the stopped one's files alone; resumed, it delivers its events
+    itself, once."""
     spool = tmp_path / "spool"
-    child = Child(firehose, spool, "term", 11)
+    stopped = Child(firehose, spool, "term", 11)
+    other = None
     try:
-        assert child.line() == "ready"
-        wait_for(lambda: child.progress() > 300, 20, "the child to put events")
-        os.kill(child.proc.pid, signal.SIGSTOP)
+        assert stopped.line() == "ready"
+        wait_for(lambda: stopped.progress() > 300, 20, "the child to put events")
+        os.kill(stopped.proc.pid, signal.SIGSTOP)
         owners = sorted(os.listdir(spool / durable.DIRECTORY))
         assert len(owners) == 1
         assert durable.dead_owners(spool) == []
         other = FirehoseBuffer(durable_child.config(firehose.endpoint_url, str(spool)))
-        other.put({"run": 0, "t": 0, "n": 0, "pad": ""})  # in use, recovery running
-        assert other.flush(10)
-        time.sleep(2.5)  # longer than the rescan period of a running durable buffer
-        other.close(10)
-        assert other.stats().events_replayed == 0
-        assert sorted(os.listdir(spool / durable.DIRECTORY)) == owners
+        other.put({"run": 0, "t": 0, "n": 0, "pad": ""})  # running: it rescans
+        killed = Child(firehose, spool, "wait", 17)
+        assert killed.line() == "ready"
+        wait_for(lambda: killed.progress() > 100, 20, "the second child to put events")
+        killed.kill()
+        assert killed.wait() == -signal.SIGKILL
+        accepted = {(t, n) for t, ns in killed.accepted().items() for n in ns}
+        wait_for(lambda: accepted <= set(delivered(firehose, 17)), 20,
+                 "the running buffer to recover the killed child")
+        assert owners[0] in os.listdir(spool / durable.DIRECTORY)
         replay = subprocess.run(
             [sys.executable, "-m", "firehose_buffer.cli", "replay", "--spool-dir", str(spool),
              "--endpoint-url", firehose.endpoint_url, "--region", "us-east-1", "--timeout",
              "10"], check=False, capture_output=True, text=True, env=ENV, timeout=60)
         assert replay.returncode == 0, replay.stderr
-        assert sorted(os.listdir(spool / durable.DIRECTORY)) == owners
-        os.kill(child.proc.pid, signal.SIGCONT)
-        child.proc.send_signal(signal.SIGTERM)
-        assert child.wait() == 143
+        assert owners[0] in os.listdir(spool / durable.DIRECTORY)
+        os.kill(stopped.proc.pid, signal.SIGCONT)
+        stopped.proc.send_signal(signal.SIGTERM)
+        assert stopped.wait() == 143
     finally:
-        child.kill()
-    accepted = child.accepted()
+        stopped.kill()
+        if other is not None:
+            other.close(10)
+    accepted = {(t, n) for t, ns in stopped.accepted().items() for n in ns}
     got = delivered(firehose, 11)
-    assert {(t, n) for t, ns in accepted.items() for n in ns} <= set(got)
+    assert accepted <= set(got)
     assert max(got.values()) == 1  # nobody else sent any of them
     assert os.listdir(spool / durable.DIRECTORY) == []
 
@@ -239,10 +248,10 @@ def test_a_forked_child_does_not_keep_its_dead_parents_segments(
 ) -> None:
     """The parent forks, then dies; its child lives on with a buffer (and segment files)
     of its own. The parent's files are recovered while the child lives: its lock was never
-    the child's (lockf locks are not inherited; flock locks would be, and would keep them
-    from anyone for as long as the child runs)."""
+    the child's (lockf locks are not inherited)."""
     spool = tmp_path / "spool"
     parent = Child(firehose, spool, "fork", 13)
+    child_pid = -1
     try:
         assert parent.line() == "ready"
         assert parent.line() == "child ready"
@@ -261,12 +270,46 @@ def test_a_forked_child_does_not_keep_its_dead_parents_segments(
         wait_for(lambda: not _alive(child_pid), 20, "the forked child to exit")
     finally:
         parent.kill()
-        with contextlib.suppress(ProcessLookupError, NameError):
-            os.kill(child_pid, signal.SIGKILL)
+        if child_pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child_pid, signal.SIGKILL)
     got = delivered(firehose, 13)
     # The child's events were sent by the child, once: not by the recovery of its parent.
     assert [got[(5, n)] for n in range(300)] == [1] * 300
     assert os.listdir(spool / durable.DIRECTORY) == []
+
+
+def test_a_child_forked_from_c_does_not_keep_its_dead_parents_segments(
+    firehose: LocalFirehose, tmp_path: Path,
+) -> None:
+    """A fork that skips Python's hooks (uWSGI without --py-call-osafterfork): the child
+    never learns it was forked and keeps every descriptor it inherited, the lock file's too.
+    An flock or OFD lock would then stay held by the child after the parent's death, and
+    the parent's events could not be recovered while the child lives; a lockf lock is the
+    parent's alone."""
+    spool = tmp_path / "spool"
+    parent = Child(firehose, spool, "cfork", 18)
+    child_pid = -1
+    try:
+        assert parent.line() == "ready"
+        forked = parent.line()
+        assert forked.startswith("forked ")
+        child_pid = int(forked.split()[1])
+        parent.kill()
+        assert parent.wait() == -signal.SIGKILL
+        assert _alive(child_pid)
+        lock = next((spool / durable.DIRECTORY).iterdir()) / durable.LOCK
+        assert any(os.path.realpath(f"/proc/{child_pid}/fd/{fd}") == str(lock)
+                   for fd in os.listdir(f"/proc/{child_pid}/fd")), "it holds the lock's fd"
+        assert len(durable.dead_owners(spool)) == 1
+        recover(firehose, spool)
+        accepted = parent.accepted()
+        assert {(t, n) for t, ns in accepted.items() for n in ns} <= set(delivered(firehose, 18))
+    finally:
+        parent.kill()
+        if child_pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child_pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
