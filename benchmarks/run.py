@@ -12,7 +12,9 @@ saturation figure), coldstart (import and construction in a fresh process, for
 Lambda), asyncio_close (loop stalls while aclose() drains a backlog; put() on a full buffer),
 workers (4 producer processes bursting on the same 4 streams: drain time against the quota),
 compression (compressed records per codec and level on tracking-like and worst-case events:
-ratio, bill, CPU per byte, cut waste, page faults).
+ratio, bill, CPU per byte, cut waste, page faults), durable (durable segments: put() CPU and
+page faults against memory mode, the threads' CPU added at 16 MB/s, 100+ random kills of a
+producing process recovered by another, the recovery scan).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from benchmarks import (  # noqa: E402  (the path above makes the package import
     coldstart,
     compressed_records,
     cost,
+    durable,
     encoding,
     end_to_end,
     hot_path,
@@ -63,6 +66,7 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "asyncio_close": asyncio_close.run,
     "workers": workers.run,
     "compression": compressed_records.run,
+    "durable": durable.run,
 }
 
 

@@ -25,7 +25,8 @@ from ._runtime.lifecycle import ARMED as _ARMED
 from ._runtime.lifecycle import LIVE as _LIVE
 from ._runtime.lifecycle import after_fork_in_child as _after_fork_in_child
 from ._runtime.telemetry import Telemetry
-from ._storage.segments import LOCK_FREE
+from ._storage import durable as _durable
+from ._storage.segments import LOCK_FREE, segment_size
 from ._storage.spool import Spool
 from .config import BufferConfig, Event
 from .errors import ConfigurationError
@@ -76,6 +77,9 @@ class FirehoseBuffer:
         self._transport = transport if transport is not None else make_transport(
             config, client, client_factory)
         self._spool = Spool(config.spool_dir) if config.spool_dir is not None else None
+        if config.durable and self._spool is not None:
+            _durable.probe(self._spool.directory, segment_size(
+                config.max_buffer_bytes, len(config.streams), config.record_target_bytes))
         self._max_line = config.max_line_bytes
         self._closed = False
         ref = weakref.ref(self)
@@ -241,6 +245,8 @@ class FirehoseBuffer:
         old = self._engine
         if old.replayer is not None:
             old.replayer.after_fork()
+        if old.store is not None:
+            old.store.after_fork()  # the parent's files: never written from here
         if self._spool is not None:
             self._spool.after_fork()
         self._transport.after_fork()

@@ -23,6 +23,8 @@ Router = Callable[[Event], "int | str"]
 FailureCallback = Callable[[list[bytes], str], None]
 
 ENV_PREFIX = "FIREHOSE_BUFFER_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 _STREAM_NAME = re.compile(r"^[a-zA-Z0-9_.-]{1,64}$")
 
 
@@ -78,6 +80,12 @@ class BufferConfig:
     compression: Compression | None = None
     #: The codec's level; ``None``: zstd 3, gzip 1 (measured: the best bill per CPU).
     compression_level: int | None = None
+    #: Keep what put() accepted in files under ``spool_dir`` (pre-allocated, mapped shared)
+    #: instead of anonymous memory, so that it survives any death of the process (SIGKILL,
+    #: the OOM killer, a segfault, a worker timeout) and is delivered by the next buffer using
+    #: the same ``spool_dir``, or ``firehose-buffer replay``; not a power loss. Needs
+    #: ``spool_dir`` on a local file system; put() costs what it costs without it.
+    durable: bool = False
     #: Concurrent PutRecordBatch calls (at most one per stream); ``None``: one per stream, max 16.
     max_concurrent_requests: int | None = None
     region: str | None = None
@@ -133,6 +141,10 @@ class BufferConfig:
             if not isinstance(self.spool_dir, str | os.PathLike) or not os.fspath(self.spool_dir):
                 raise ConfigurationError("spool_dir must be a directory path")
             object.__setattr__(self, "spool_dir", os.fspath(self.spool_dir))
+        if not isinstance(self.durable, bool):
+            raise ConfigurationError("durable must be True or False")
+        if self.durable and self.spool_dir is None:
+            raise ConfigurationError("durable=True needs a spool_dir to keep the segments in")
         if self.on_full == "spill" and self.spool_dir is None:
             raise ConfigurationError('on_full="spill" needs a spool_dir to spill to')
         if self.proxies is not None:
@@ -270,6 +282,15 @@ def _parse(name: str, annotation: str, raw: str) -> Any:
         raise ConfigurationError(
             f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number"
         ) from None
+    if annotation.startswith("bool"):
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a boolean (true/false, 1/0, yes/no, "
+            "on/off)")
     if annotation.startswith("tuple"):
         return tuple(s.strip() for s in text.split(",") if s.strip())
     return text

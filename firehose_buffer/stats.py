@@ -68,6 +68,10 @@ class BufferStats:
     #: Events close() could neither deliver nor keep nor hand over before its deadline
     #: (each time, an ERROR log line gives the number).
     events_lost: int = 0
+    #: Lines cut short by the death of a process (the last line it was writing to a durable
+    #: segment or a spool file), found when they were read back: dropped, never sent. In a
+    #: durable segment, put() had not returned for such a line.
+    events_torn: int = 0
     #: The JSON lines in the acknowledged records (equal to ``bytes_sent`` unless records
     #: are compressed).
     raw_bytes_sent: int = 0

@@ -39,6 +39,7 @@ class Ledger:
     events_spooled: int = 0
     events_replayed: int = 0
     events_lost: int = 0
+    events_torn: int = 0
     records_sent: int = 0
     requests_sent: int = 0
     raw_bytes_sent: int = 0
@@ -72,6 +73,11 @@ class Ledger:
     def replayed(self, events: int) -> None:
         """Events read back from the spool (they are seen again as put)."""
         self.events_replayed += events
+
+    def torn(self, events: int) -> None:
+        """Lines cut short by the death of a process, found when its spool files or durable
+        segments were read back: dropped."""
+        self.events_torn += events
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -160,5 +166,6 @@ class Ledger:
             events_spooled=self.events_spooled,
             events_replayed=self.events_replayed,
             events_lost=self.events_lost,
+            events_torn=self.events_torn,
             memory_bytes=memory_bytes,
         )

@@ -9,12 +9,26 @@ if TYPE_CHECKING:
     from .runs import Run
 
 
+class Acknowledgments(Protocol):
+    """A durable segment's persistent record (see :mod:`.._storage.durable`)."""
+
+    def acked(self, start: int, end: int) -> None:
+        """These bytes are delivered, or kept by the failure sink."""
+
+    def in_flight(self, end: int) -> None:
+        """Lines up to ``end`` may have reached Firehose (or the failure sink)."""
+
+
 class SegmentRef(Protocol):
     """What a record knows of the memory it is a slice of (see :mod:`.._storage.segments`)."""
 
     open_records: int
     retired: bool
     view: memoryview
+
+    @property
+    def file(self) -> Acknowledgments | None:
+        """The segment's acknowledgment record when it is durable."""
 
 
 #: Raw lines where they live: a segment, and the offsets of their first byte and past their
@@ -93,6 +107,9 @@ class Failure:
     reason: str
     chunks: list[bytes]
     count: int
+    #: Durable: the records the lines come from, acknowledged (their segments let go) only
+    #: once the failure sink has kept or handed over the lines (``Scheduler.settle``).
+    records: list[Record] = field(default_factory=list)
 
     def lines(self) -> list[bytes]:
         """One ``bytes`` per event, without its newline (what ``on_failure`` receives)."""

@@ -100,6 +100,10 @@ class Router:
             raise EventValueError(f"router returned {choice!r}, not a stream index or name")
         return choice
 
+    def index_of(self, name: str) -> int | None:
+        """The index of stream ``name`` in this buffer, or None if it has none by that name."""
+        return self._index.get(name)
+
     def for_stream(self, name: str, line: bytes) -> int:
         """A spooled line meant for ``name``: that stream if this buffer has it, else routed
         as put() would route it."""

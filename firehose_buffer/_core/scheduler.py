@@ -24,7 +24,7 @@ from tenacity import RetryCallState, wait_random_exponential
 
 from .._service.firehose import FIREHOSE, ServiceProfile
 from .._service.outcome import Outcome
-from .._storage.segments import Accumulator, Full, Oversized, Segment
+from .._storage.segments import MEMORY, Accumulator, Backing, Full, Oversized, Segment
 from ..config import BufferConfig
 from ..stats import BufferStats, StreamStats
 from .flushes import Flushes
@@ -139,6 +139,8 @@ class Scheduler:
         self.config = config
         self.service = service
         self.acc = accumulator
+        #: Segments are files with an acknowledgment record each (``durable=True``).
+        self._durable = accumulator.backing.durable
         self.router = router
         self.ledger = ledger if ledger is not None else Ledger()
         self.flushes = Flushes()
@@ -169,7 +171,7 @@ class Scheduler:
     @classmethod
     def for_config(
         cls, config: BufferConfig, now: float, *, router: Router | None = None,
-        ledger: Ledger | None = None,
+        ledger: Ledger | None = None, backing: Backing = MEMORY,
     ) -> Scheduler:
         """The scheduler with its accumulator and router wired as the buffer wires them
         (simulations and benchmarks use this too, so they run the same core)."""
@@ -177,7 +179,7 @@ class Scheduler:
             router = Router(config.streams, config.partition_key, config.router,
                             max_line=config.max_line_bytes)
         acc = Accumulator(len(config.streams), config.max_buffer_bytes,
-                          config.record_target_bytes, router.segment_full)
+                          config.record_target_bytes, router.segment_full, backing)
         return cls(config, acc, router, now, ledger)
 
     # -- the one entry point --------------------------------------------------------------
@@ -246,7 +248,7 @@ class Scheduler:
         sealed, current = self.acc.take(s.index)
         for item in sealed:
             if type(item) is Oversized:
-                arrived += self._oversized(s, item.line, stamp)
+                arrived += self._oversized(s, item, stamp)
                 continue
             segment = cast(Segment, item)
             span = self._span_for(s, segment)
@@ -273,11 +275,21 @@ class Scheduler:
             if oldest < young:
                 continue
             data = b"".join(bytes(sp.segment.view[sp.base:sp.ends[-1]]) for sp in spans)
+            if self._durable:
+                # Durable: a death between the copy and the acknowledgment below leaves the
+                # lines in both places; counted as possible duplicates then.
+                for sp in spans:
+                    self._mark_sent(sp.segment, sp.ends[-1])
             try:
                 self.acc.append(sticky, data)
             except Full:
                 return
             for sp in spans:
+                if self._durable:
+                    # Written in the sticky stream's segment: acknowledged in their old place.
+                    kept = sp.segment.file
+                    if kept is not None:
+                        kept.acked(sp.base, sp.ends[-1])
                 sp.first = len(sp.ends)
                 sp.base = sp.ends[-1]
                 sp.stamps.clear()
@@ -321,21 +333,42 @@ class Scheduler:
         self.ledger.seen(events)
         return new_bytes
 
-    def _oversized(self, s: StreamState, line: bytes, ttl_now: float) -> int:
+    def _oversized(self, s: StreamState, item: Oversized, ttl_now: float) -> int:
         self.ledger.seen(1)
-        s.ready.append(self._record(line, 1, ttl_now))
+        line = item.line
+        if item.kept is None:
+            s.ready.append(self._record(line, 1, ttl_now))
+        else:
+            s.ready.append(self._kept(item.kept, len(line), ttl_now))
         return len(line)
 
-    def adopt(self, index: int, lines: list[bytes], now: float) -> None:
+    def _kept(self, segment: Segment, size: int, ttl_now: float) -> Record:
+        """The record of a line kept in a durable file of its own: a slice of it, which
+        frees (deletes) the file once it has an outcome."""
+        segment.retired = True
+        return self._record(segment.view[0:size], 1, ttl_now, ((segment, 0, size),))
+
+    def adopt(self, index: int, lines: Sequence[bytes | Segment], now: float) -> None:
         """Lines that did not go through a segment (a put() re-entering on a thread that
         held a lock could only hand them over): records of their own, held beside the
-        segments like lines longer than one."""
+        segments like lines longer than one. Durable, each was written to a file of its own
+        before put() returned (a :class:`Segment` here)."""
         s = self.streams[index]
         ttl_now = now - self.frozen
+        plain: list[bytes] = []
+        for item in lines:
+            if isinstance(item, Segment):
+                kept = item.file.kept_bytes if item.file is not None else 0
+                with self.acc.lock:
+                    self.acc.oversized_bytes += kept
+                self.ledger.seen(1)
+                s.ready.append(self._kept(item, kept, ttl_now))
+            else:
+                plain.append(item)
         target = self.config.record_target_bytes
         chunk: list[bytes] = []
         size = 0
-        for line in [*lines, b""]:
+        for line in [*plain, b""]:
             if chunk and (not line or size + len(line) > target):
                 data = b"".join(chunk)
                 with self.acc.lock:
@@ -571,7 +604,9 @@ class Scheduler:
                 if seg.open_records == 0:
                     self.acc.release(seg)
                 s.wire = None
-            if size > self.acc.segment_bytes:
+            if size > self.acc.segment_bytes or self._durable:
+                # Durable segments hold lines for recovery; compressed bytes are not lines
+                # (and are made again from the lines after a death): kept apart instead.
                 seg = None
             else:
                 try:
@@ -647,6 +682,9 @@ class Scheduler:
                 s.limiter.take(nbytes, count, now)
                 for r in chosen:
                     r.attempts += 1
+                if self._durable:
+                    for r in chosen:
+                        self._in_flight(r)
                 batch = Batch(s.index, s.name, chosen, nbytes, now)
                 s.in_flight = batch
                 self.calls_in_flight += 1
@@ -763,22 +801,56 @@ class Scheduler:
     def _fail(self, s: StreamState, r: Record, reason: str) -> Failure:
         self.ledger.failed(reason, r.events)
         failure = Failure(s.name, reason, r.plain(), r.events)
-        self._resolve(r, delivered=False)
+        if self._durable and r.sources:
+            # Acknowledged only once the failure sink has kept or handed over the lines
+            # (settle()); a death before that counts them as possible duplicates.
+            self._in_flight(r)
+            failure.records.append(r)
+            self._resolve(r, delivered=False, settled=False)
+        else:
+            self._resolve(r, delivered=False)
         return failure
 
-    def _resolve(self, r: Record, *, delivered: bool) -> None:
+    def _resolve(self, r: Record, *, delivered: bool, settled: bool = True) -> None:
         self.outstanding_records -= 1
         self.outstanding_events -= r.events
         self.outstanding_bytes -= r.wire
+        if settled:
+            self._let_go(r)
+        self.flushes.resolved(r.id, r.events, delivered=delivered)
+
+    def _let_go(self, r: Record) -> None:
+        """The record's lines are delivered or kept elsewhere: acknowledge them (durable) and
+        let its segments (and the memory it holds apart) be reused."""
         apart = r.apart
         r.data = b""  # let go of the segments' memory before it is reused
+        if self._durable:
+            for segment, start, end in r.sources:
+                kept = segment.file
+                if kept is not None:
+                    kept.acked(start, end)
         for segment in r.holds:
             segment.open_records -= 1
             if segment.open_records == 0 and segment.retired:
                 self.acc.release(cast(Segment, segment))
         if apart:
             self.acc.release_oversized(apart)
-        self.flushes.resolved(r.id, r.events, delivered=delivered)
+
+    def settle(self, records: Sequence[Record]) -> None:
+        """Durable: the failure sink kept (spooled) or handed over these failed records'
+        lines; acknowledge them now."""
+        for r in records:
+            self._let_go(r)
+
+    def _in_flight(self, r: Record) -> None:
+        for segment, _, end in r.sources:
+            self._mark_sent(segment, end)
+
+    @staticmethod
+    def _mark_sent(segment: SegmentRef, end: int) -> None:
+        kept = segment.file
+        if kept is not None:
+            kept.in_flight(end)
 
     # -- close, scheduling, levels --------------------------------------------------------
 

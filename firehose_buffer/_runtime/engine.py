@@ -11,10 +11,13 @@ Threads (each started in the process that uses the buffer, on first use):
 - the worker (:mod:`.worker`): ticks the scheduler, hands batches to the senders and
   failures to the sink;
 - senders (:mod:`.senders`): one call each at a time, at most ``config.concurrency``;
-- the replayer (:mod:`.replayer`), while a spool found at start is fed back.
+- the replayer (:mod:`.replayer`), while what the spool directory held at start (spool files,
+  the durable segments of dead processes) is fed back; durable buffers keep it running to
+  recover siblings that die later.
 
 After a fork the buffer makes a new engine (:meth:`FirehoseBuffer._after_fork`): nothing of
-the parent's threads, flags, locks or queues is reused.
+the parent's threads, flags, locks or queues is reused, nor its durable segment files (the
+child makes its own, under a lock of its own).
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from collections.abc import Callable
 from enum import Enum
 
 from .._core.ledger import Ledger, Reason
-from .._core.records import Failure
+from .._core.records import Failure, Record
 from .._core.scheduler import Scheduler
-from .._storage.spool import Spool, pending_files
+from .._storage.durable import DurableStore
+from .._storage.recovery import found
+from .._storage.segments import MEMORY
+from .._storage.spool import Spool
 from ..config import BufferConfig
 from ..stats import BufferStats, FlushResult
 from ..transport import Transport
@@ -87,7 +93,11 @@ class Engine:
         #: Notified (under ``lock``) when a flush is done or the worker stops.
         self.progress = threading.Condition(self.lock)
         self.ledger = Ledger()
-        self.scheduler = Scheduler.for_config(config, clock(), ledger=self.ledger)
+        #: Durable segment files (``durable=True``), else None: memory.
+        self.store = DurableStore(spool.directory, config.streams) if (
+            config.durable and spool is not None) else None
+        self.scheduler = Scheduler.for_config(config, clock(), ledger=self.ledger,
+                                              backing=self.store or MEMORY)
         self.acc = self.scheduler.acc
         self.router = self.scheduler.router
         self.guard = Guard(self.lock, self.acc.lock)
@@ -110,7 +120,8 @@ class Engine:
     # -- starting -------------------------------------------------------------------------
 
     def ensure_started(self) -> None:
-        """Start the worker (and the spool replay) in this process, once."""
+        """Start the worker (and the replay of what the spool directory holds) in this
+        process, once."""
         if self.state is not State.NEW:
             return
         with self._start_lock:
@@ -126,17 +137,18 @@ class Engine:
                     self.state = State.NEW
                 raise
             if self.spool is not None:
-                files = pending_files(self.spool.directory)
-                if files:
-                    self.replayer = Replayer(self, files)
+                sources = found(self.spool.directory)
+                if sources or self.store is not None:
+                    self.replayer = Replayer(self, sources, rescan=self.store is not None)
                     self.replayer.start()
 
     def needs_start(self) -> bool:
-        """Something to do on a buffer no thread runs for: events put, or a spool to send."""
+        """Something to do on a buffer no thread runs for: events put, or a spool (or a dead
+        process's durable segments) to send."""
         with self.lock:
             if self.scheduler.pending_events():
                 return True
-        return self.spool is not None and bool(pending_files(self.spool.directory))
+        return self.spool is not None and bool(found(self.spool.directory))
 
     # -- what other parts tell the engine ---------------------------------------------------
 
@@ -148,6 +160,19 @@ class Engine:
                 found = min(events, self._counted_lost)
                 self._counted_lost -= found
                 self.ledger.found_after_all(found)
+
+    def let_go(self, records: list[Record]) -> None:
+        """Durable: failed records whose lines the sink kept or handed over are acknowledged
+        and their segments reused."""
+        with self.lock:
+            self.scheduler.settle(records)
+
+    def recovered(self, *, possible_duplicates: int, torn: int) -> None:
+        """The replay found lines that may have been delivered before a death (sent again)
+        and lines cut short by one (dropped)."""
+        with self.lock:
+            self.ledger.maybe_duplicated(possible_duplicates)
+            self.ledger.torn(torn)
 
     def unsendable(self, stream: str, lines: dict[str, list[bytes]]) -> None:
         """Spooled lines that can never be sent (not JSON, too large): failed once, handed
@@ -296,10 +321,13 @@ class Engine:
             self.finish()
 
     def finish(self) -> None:
-        """Release what close() leaves: sender threads, spool files, connections."""
+        """Release what close() leaves: sender threads, spool files, durable segment files
+        (deleted when everything in them has an outcome), connections."""
         self.senders.stop()
         if self.spool is not None:
             self.spool.close()
+        if self.store is not None:
+            self.store.close()
         self.senders.transport.close()
         self.senders.telemetry.closed(self.stats())
 

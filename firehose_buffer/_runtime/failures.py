@@ -32,10 +32,12 @@ def merge(failures: Sequence[Failure]) -> list[Failure]:
     for f in failures:
         into = merged.get((f.stream, f.reason))
         if into is None:
-            merged[(f.stream, f.reason)] = Failure(f.stream, f.reason, list(f.chunks), f.count)
+            merged[(f.stream, f.reason)] = Failure(f.stream, f.reason, list(f.chunks), f.count,
+                                                   list(f.records))
         else:
             into.chunks.extend(f.chunks)
             into.count += f.count
+            into.records.extend(f.records)
     return list(merged.values())
 
 
@@ -60,6 +62,14 @@ class FailureSink:
             self._one(failure, respool)
 
     def _one(self, failure: Failure, respool: bool) -> None:
+        try:
+            self._keep_or_hand(failure, respool)
+        finally:
+            if failure.records:
+                # Durable: kept or handed over (or given up on): acknowledged only now.
+                self._engine.let_go(failure.records)
+
+    def _keep_or_hand(self, failure: Failure, respool: bool) -> None:
         count = failure.count
         if failure.reason not in _OURS:
             self._log(failure).error(

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from .._storage.segments import Full
+from .._storage.segments import Full, Segment
 from ..errors import BufferClosedError, BufferFullError
 from .logs import RateLimitedLog
 
@@ -101,11 +101,11 @@ class Intake:
                               config.max_buffer_bytes)
         return False
 
-    def adopt(self, handed: list[tuple[int, bytes]], dropped: int) -> None:
+    def adopt(self, handed: list[tuple[int, bytes | Segment]], dropped: int) -> None:
         """On the worker: lines re-entrant puts handed over, and how many they refused.
         Each line becomes its own record (outside the segments, like an oversized line)."""
         engine = self.engine
-        by_stream: dict[int, list[bytes]] = {}
+        by_stream: dict[int, list[bytes | Segment]] = {}
         for index, line in handed:
             by_stream.setdefault(index, []).append(line)
         with engine.lock:
@@ -117,8 +117,11 @@ class Intake:
             self.full_log.warning("%d events put re-entrantly (from a signal handler or a "
                                   "finalizer) while many were waiting: dropped", dropped)
 
-    def replayed(self, index: int, line: bytes, stop: threading.Event) -> bool:
-        """The replay's way in: the same accumulator, waiting for room as long as it takes."""
+    def replayed(self, index: int, line: bytes, stop: threading.Event, events: int = 1
+                 ) -> bool:
+        """The replay's way in: the same accumulator, waiting for room as long as it takes.
+        ``line`` may be several whole lines (``events`` of them), never more than a segment
+        holds unless it is one line."""
         engine = self.engine
         acc = self.acc
         with acc.lock:
@@ -132,7 +135,7 @@ class Intake:
                     engine.worker.wake()
                     acc.room.wait(0.25)
         with engine.lock:
-            engine.ledger.replayed(1)
+            engine.ledger.replayed(events)
         engine.worker.wake()
         return True
 

@@ -26,6 +26,7 @@ from .lifecycle import start_thread
 
 if TYPE_CHECKING:
     from .._core.compression import Compressor
+    from .._storage.segments import Segment
     from .engine import Engine
 
 log = logging.getLogger("firehose_buffer")
@@ -54,7 +55,7 @@ class Worker:
         #: put() wakes the worker only when this is set (it sleeps with nothing pending).
         self.sleeping = False
         self.thread: threading.Thread | None = None
-        self._inbox: queue.SimpleQueue[tuple[int, bytes] | _Dropped | None] = (
+        self._inbox: queue.SimpleQueue[tuple[int, bytes | Segment] | _Dropped | None] = (
             queue.SimpleQueue())
         self._claim = threading.Lock()
         self._launched = False
@@ -88,12 +89,16 @@ class Worker:
         self._inbox.put(_WAKE)
 
     def hand(self, index: int, line: bytes) -> bool:
-        """A re-entrant put(): queue the line for the worker; False if too many wait."""
+        """A re-entrant put(): queue the line for the worker; False if too many wait.
+        Durable, the line is first written to a file of its own (without waiting for any
+        lock), so it survives a death before the worker takes it."""
         inbox = self._inbox
         if inbox.qsize() >= MAX_HANDED_LINES:
             inbox.put(DROPPED)
             return False
-        inbox.put((index, line))
+        store = self.engine.store
+        kept = store.keep(index, line, blocking=False) if store is not None else None
+        inbox.put((index, line if kept is None else kept))
         self.sleeping = False
         return True
 
@@ -130,7 +135,7 @@ class Worker:
     def _wait(self, timeout: float | None) -> None:
         """Until woken or ``timeout``; then take what re-entrant puts left in the inbox."""
         inbox = self._inbox
-        handed: list[tuple[int, bytes]] = []
+        handed: list[tuple[int, bytes | Segment]] = []
         dropped = 0
         try:
             item = inbox.get(True, timeout) if timeout is None or timeout > 0 else \
@@ -177,6 +182,8 @@ class Worker:
             failures = failures + self._compress(tick.runs)
         if failures:
             engine.sink.report(failures)
+        if engine.store is not None:
+            engine.store.warn()
         with engine.lock:
             if sched.flushes.publish():
                 engine.progress.notify_all()

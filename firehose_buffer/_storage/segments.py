@@ -1,6 +1,8 @@
 """Where put() leaves its lines: per stream, segments of memory allocated once and reused.
 
-A :class:`Segment` is a private anonymous ``mmap``. Each stream has a ring: a list whose last
+A :class:`Segment` is a private anonymous ``mmap``, or with ``durable=True`` a shared mapping
+of a pre-allocated file (see :mod:`.durable`): the same object to put(), chosen by the
+backing the accumulator is given. Each stream has a ring: a list whose last
 entry is the segment put() writes to, preceded by the segments it has moved on from that the
 worker has not taken yet. put() appends one encoded line with ``ring[-1].write(line)``, a
 single C call that copies the bytes and moves the write position while holding the GIL: no
@@ -32,7 +34,10 @@ import mmap
 import sys
 import threading
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from .durable import SegmentFile
 
 #: False on a free-threaded CPython, where the lock-free append is not atomic.
 LOCK_FREE: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -65,8 +70,9 @@ def segment_size(max_buffer_bytes: int, streams: int, record_bytes: int) -> int:
 class Segment(mmap.mmap):
     """A stretch of reused memory that lines are appended to; records are slices of it."""
 
-    __slots__ = ("open_records", "retired", "state", "view")
+    __slots__ = ("file", "open_records", "retired", "state", "view")
 
+    file: SegmentFile | None
     open_records: int
     retired: bool
     state: int
@@ -74,14 +80,24 @@ class Segment(mmap.mmap):
 
     @classmethod
     def allocate(cls, size: int) -> Segment:
-        segment = cls(-1, size, flags=mmap.MAP_PRIVATE)
-        segment.view = memoryview(segment)
+        return cls(-1, size, flags=mmap.MAP_PRIVATE)._ready(None)
+
+    @classmethod
+    def mapped(cls, fd: int, size: int, offset: int) -> Segment:
+        """``size`` bytes of the file ``fd`` from ``offset``, shared: what is written is in
+        the page cache at once, and stays there if the process dies."""
+        return cls(fd, size, flags=mmap.MAP_SHARED, offset=offset)._ready(None)
+
+    def _ready(self, file: SegmentFile | None) -> Segment:
+        self.view = memoryview(self)
+        #: The segment's file and acknowledgment record (durable), or None (memory).
+        self.file = file
         #: Records cut from this segment that have no outcome yet.
-        segment.open_records = 0
+        self.open_records = 0
         #: Wholly cut into records: free once ``open_records`` is zero.
-        segment.retired = False
-        segment.state = FREE
-        return segment
+        self.retired = False
+        self.state = FREE
+        return self
 
     def unmap(self) -> None:
         self.view.release()
@@ -89,13 +105,15 @@ class Segment(mmap.mmap):
 
 
 class Oversized:
-    """One line longer than a segment, kept as its own bytes in the stream's ring. put()
-    never writes into it: the next put() moves the stream on to a new segment."""
+    """One line longer than a segment, kept as its own bytes in the stream's ring (and, when
+    durable, in a file of its own: ``kept``). put() never writes into it: the next put()
+    moves the stream on to a new segment."""
 
-    __slots__ = ("line", "taken")
+    __slots__ = ("kept", "line", "taken")
 
-    def __init__(self, line: bytes) -> None:
+    def __init__(self, line: bytes, kept: Segment | None = None) -> None:
         self.line = line
+        self.kept = kept
         self.taken = False
 
     def write(self, data: bytes, /) -> int:
@@ -120,6 +138,46 @@ class Full(Exception):
     """No segment is free and the bound allows no new one."""
 
 
+class Backing(Protocol):
+    """Where segments come from: memory (:data:`MEMORY`) or files (``durable.DurableStore``).
+    Called under the accumulator's lock, except :meth:`keep` from a re-entrant put()."""
+
+    #: Whether segments are files whose records are acknowledged (the scheduler's hooks).
+    durable: bool
+
+    def allocate(self, size: int) -> Segment: ...
+
+    def filling(self, segment: Segment, index: int) -> None:
+        """Stream ``index`` takes ``segment``, before put() can write to it."""
+
+    def keep(self, index: int, line: bytes, *, blocking: bool = True) -> Segment | None:
+        """``line`` written into a segment of its own that outlives the process, or None."""
+
+    def discard(self, segment: Segment) -> None:
+        """``segment`` will not be used again."""
+
+
+class Memory:
+    """Private anonymous memory: what a process death loses."""
+
+    durable = False
+
+    def allocate(self, size: int) -> Segment:
+        return Segment.allocate(size)
+
+    def filling(self, segment: Segment, index: int) -> None:
+        pass
+
+    def keep(self, index: int, line: bytes, *, blocking: bool = True) -> Segment | None:
+        return None
+
+    def discard(self, segment: Segment) -> None:
+        segment.unmap()
+
+
+MEMORY = Memory()
+
+
 class Accumulator:
     """Every stream's ring, the pool of free segments and the memory bound.
 
@@ -130,9 +188,10 @@ class Accumulator:
 
     def __init__(
         self, streams: int, max_buffer_bytes: int, record_bytes: int,
-        on_seal: Callable[[int], None] | None = None,
+        on_seal: Callable[[int], None] | None = None, backing: Backing = MEMORY,
     ) -> None:
         self.segment_bytes = segment_size(max_buffer_bytes, streams, record_bytes)
+        self.backing = backing
         #: Told (under the lock) when a stream moves to a new segment: the router's hook.
         self.on_seal = on_seal
         self.max_buffer_bytes = max_buffer_bytes
@@ -177,11 +236,13 @@ class Accumulator:
         size = len(line)
         if size > self.segment_bytes:
             self._make_room(size)
+            kept = self.backing.keep(index, line) if self.backing.durable else None
             self.oversized_bytes += size
-            ring.append(Oversized(line))
+            ring.append(Oversized(line, kept))
             return False
         segment = self._take_segment()
         moved = type(ring[-1]) is not Closed
+        self.backing.filling(segment, index)
         ring.append(segment)  # the one step that seals the old segment and opens this one
         segment.state = FILLING
         segment.write(line)
@@ -201,7 +262,7 @@ class Accumulator:
             if self._free:
                 return self._free.pop()
             raise Full
-        segment = Segment.allocate(self.segment_bytes)
+        segment = self.backing.allocate(self.segment_bytes)
         self._all.append(segment)
         return segment
 
@@ -212,7 +273,7 @@ class Accumulator:
         while self.held_bytes() + size > self.max_buffer_bytes and self._free:
             segment = self._free.pop()
             self._all.remove(segment)
-            segment.unmap()
+            self.backing.discard(segment)
         if self.held_bytes() + size > self.max_buffer_bytes:
             raise Full
 
@@ -268,7 +329,15 @@ class Accumulator:
             return sealed, current
 
     def release(self, segment: Segment) -> None:
-        """Every record of a sealed segment has an outcome: reuse it."""
+        """Every record of a sealed segment has an outcome: reuse it (a durable one once
+        marked free and zeroed; a line kept apart in a file: delete it)."""
+        kept = segment.file
+        if kept is not None:
+            if kept.one_off:
+                self.backing.discard(segment)
+                self.release_oversized(kept.kept_bytes)
+                return
+            kept.recycle(segment.tell())
         segment.seek(0)
         segment.retired = False
         with self.lock:

@@ -237,6 +237,13 @@ class SpoolFile:
     stream: str
     path: Path
 
+    @property
+    def label(self) -> str:
+        return f"spool file {self.path}"
+
+    def claim(self) -> Claim | None:
+        return claim(self)
+
 
 def pending_files(directory: str | os.PathLike[str]) -> list[SpoolFile]:
     """Spool files under ``directory``, oldest first (names start with their creation time)."""
@@ -255,12 +262,26 @@ def pending_files(directory: str | os.PathLike[str]) -> list[SpoolFile]:
 class Claim:
     """Exclusive ownership of one spool file (an ``flock`` held until released)."""
 
+    #: Spool files can be edited by hand: the replay checks every line.
+    validate = True
+    possible_duplicates = 0
+
     def __init__(self, spool_file: SpoolFile, fd: int) -> None:
         self.stream = spool_file.stream
         self.path = spool_file.path
+        self.label = spool_file.label
         self._fd = fd
         #: Bytes at the end of the file that were not a whole line (a torn write).
         self.torn_bytes = 0
+
+    @property
+    def torn(self) -> int:
+        return 1 if self.torn_bytes else 0
+
+    def pieces(self) -> Iterator[tuple[str, list[bytes]]]:
+        """:meth:`chunks`, each with the stream (the replay's common shape)."""
+        for chunk in self.chunks():
+            yield self.stream, chunk
 
     def chunks(self, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[list[bytes]]:
         """The file's whole lines (each with its newline), a chunk at a time."""

@@ -1,9 +1,11 @@
-"""Re-send the events a spool directory holds (see ``spool_dir``), then report.
+"""Re-send the events a spool directory holds (see ``spool_dir``), then report: spool files,
+and the durable segments (``durable=True``) of processes that died.
 
-Each spool file is claimed (locked) while it is sent, so this is safe to run while
-applications using the same spool directory are running: files they are writing or
-replaying are left to them. A file is deleted once all its events are delivered; events
-that fail again go back into the spool. Progress goes to stderr.
+Each spool file, and each dead process's segments, is claimed (locked) while it is sent, so
+this is safe to run while applications using the same spool directory are running: files
+they are writing or replaying are left to them, and so are the segments of a live process
+(even a stopped one). A file is deleted once all its events are delivered; events that fail
+again go back into the spool. Progress goes to stderr.
 
 Exit status: 0 every spooled event was delivered and the spool is empty; 1 something is still
 undelivered (still in the spool); 2 bad options or configuration.
@@ -17,6 +19,7 @@ import os
 import sys
 import time
 
+from .._storage.durable import count_events, dead_owners
 from .._storage.spool import count_lines, pending_files
 from ..buffer import FirehoseBuffer
 from ..config import ENV_PREFIX, BufferConfig
@@ -55,12 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "spool (default %(default)s)")
 
 
-def _streams(args: argparse.Namespace, spool_dir: str) -> tuple[str, ...]:
+def _streams(args: argparse.Namespace, spool_dir: str, durable: set[str]) -> tuple[str, ...]:
     if args.stream:
         return (args.stream.strip(),)
     if args.streams:
         return tuple(s.strip() for s in args.streams.split(",") if s.strip())
-    return tuple(sorted({f.stream for f in pending_files(spool_dir)}))
+    return tuple(sorted({f.stream for f in pending_files(spool_dir)} | durable))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,12 +76,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="replay: %(message)s")
-    total = count_lines(spool_dir)
-    files = len(pending_files(spool_dir))
+    in_segments, durable_streams = count_events(spool_dir)
+    total = count_lines(spool_dir) + in_segments
+    files = len(pending_files(spool_dir)) + len(dead_owners(spool_dir))
     if total == 0 and files == 0:
         print("replay: the spool is empty", file=sys.stderr)
         return EXIT_OK
-    streams = _streams(args, spool_dir)
+    streams = _streams(args, spool_dir, durable_streams)
     try:
         config = BufferConfig(
             streams=streams, spool_dir=spool_dir, endpoint_url=args.endpoint_url,
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         buffer.close(max(1.0, deadline - time.monotonic()))
     stats = buffer.stats()
-    left = pending_files(spool_dir)
+    left = [*pending_files(spool_dir), *dead_owners(spool_dir)]
     print(f"replay: {stats.events_delivered} of {total} events delivered, "
           f"{stats.events_spooled} back in the spool, {len(left)} spool files left",
           file=sys.stderr)
