@@ -132,10 +132,6 @@ class Ledger:
         """close() ran out of time with these neither delivered, kept nor handed over."""
         self.events_lost += events
 
-    def found_after_all(self, events: int) -> None:
-        """The failure sink kept events close() had already counted as lost."""
-        self.events_lost -= events
-
     # -- read -------------------------------------------------------------------------------
 
     def snapshot(

@@ -56,6 +56,9 @@ _HANDOVER_MIN_FRACTION = 0.25
 _HANDOVER_BYTES_PER_SECOND = 100 * 1024 * 1024
 #: ...but never more than this share of it.
 _HANDOVER_MAX_FRACTION = 0.5
+#: Once close()'s time is up, how long it still waits for a hand-over already under way (one
+#: spool write of at most a few MB) to end, so that it counts what was kept exactly.
+_HANDOVER_FINISH_SECONDS = 1.0
 
 
 class State(Enum):
@@ -111,8 +114,12 @@ class Engine:
         self.worker = Worker(self)
         self.intake = Intake(self)
         self.replayer: Replayer | None = None
-        #: Events close() counted as lost that the failure sink may still keep.
-        self._counted_lost = 0
+        #: Set (under the lock) when close() runs out of time: the failure sink hands nothing
+        #: more over, so what close() counts as lost is exactly what is not kept.
+        self.gave_up = False
+        #: Events the failure sink is writing to the spool or handing to on_failure now: not
+        #: lost if close() gives up meanwhile (on_failure has them; a write ends).
+        self._handing = 0
         self._closer: threading.Thread | None = None
         self._close_result: FlushResult | None = None
         self._closed = threading.Event()
@@ -152,14 +159,22 @@ class Engine:
 
     # -- what other parts tell the engine ---------------------------------------------------
 
-    def settled(self, events: int, *, spooled: bool) -> None:
-        """The failure sink kept (spooled) or handed over ``events`` failed events."""
+    def handing(self, events: int) -> bool:
+        """The failure sink is about to keep or hand over ``events``: False once close()
+        has given up (they stay counted as lost, or in the durable files)."""
         with self.lock:
+            if self.gave_up:
+                return False
+            self._handing += events
+            return True
+
+    def settled(self, events: int, *, spooled: bool) -> None:
+        """The failure sink kept (spooled) or handed over ``events`` failed events (after
+        :meth:`handing` said it may)."""
+        with self.lock:
+            self._handing -= events
             self.ledger.settled(events, spooled=spooled)
-            if self._counted_lost and spooled:
-                found = min(events, self._counted_lost)
-                self._counted_lost -= found
-                self.ledger.found_after_all(found)
+            self.progress.notify_all()
 
     def let_go(self, records: list[Record]) -> None:
         """Durable: failed records whose lines the sink kept or handed over are acknowledged
@@ -277,6 +292,10 @@ class Engine:
         stopped = self.worker.wait_stopped(self._remaining(deadline))
         with self.lock:
             if not stopped:
+                self.gave_up = True
+                # A hand-over under way (one spool write, one on_failure call) ends, and
+                # counts, before what is left is counted; none starts after this.
+                self.progress.wait_for(lambda: self._handing == 0, _HANDOVER_FINISH_SECONDS)
                 self._give_up()
             self.state = State.STOPPED
             result = self.scheduler.flushes.result(generation, self.scheduler.pending_events())
@@ -298,13 +317,20 @@ class Engine:
 
     def _give_up(self) -> None:
         """close() ran out of time with events neither delivered nor handed over (under the
-        lock). Those still in the sink's hands may be kept yet: then they are taken off."""
-        lost = self.scheduler.pending_events() + self.ledger.in_hand
-        self.ledger.lost(lost)
-        self._counted_lost = lost
-        if lost:
+        lock): they are lost and counted, unless durable segments hold them, for the next
+        buffer using the spool directory to send."""
+        left = self.scheduler.pending_events() + self.ledger.in_hand - self._handing
+        if self.store is not None:
+            if left:
+                log.error("close() timed out: %d events were neither delivered nor kept in the "
+                          "spool nor handed to on_failure; they stay in the durable segments "
+                          "in %s, for the next buffer using it to send", left, self.spool and
+                          self.spool.directory)
+            return
+        self.ledger.lost(left)
+        if left:
             log.error("close() timed out: %d events were neither delivered nor kept in the "
-                      "spool nor handed to on_failure, and are lost", lost)
+                      "spool nor handed to on_failure, and are lost", left)
 
     def worker_stopped(self) -> None:
         """On the worker thread, as it ends (it stopped itself after draining)."""
@@ -326,7 +352,9 @@ class Engine:
         self.senders.stop()
         if self.spool is not None:
             self.spool.close()
-        if self.store is not None:
+        if self.store is not None and not (self.gave_up and self.worker.running()):
+            # Given up on with the worker still running: the files keep their lock until
+            # the process ends, so that nobody recovers them while it may still send.
             self.store.close()
         self.senders.transport.close()
         self.senders.telemetry.closed(self.stats())

@@ -62,14 +62,21 @@ class FailureSink:
             self._one(failure, respool)
 
     def _one(self, failure: Failure, respool: bool) -> None:
+        if not self._engine.handing(failure.count):
+            return  # close() gave up: counted as lost (or left in the durable files)
+        kept = False
         try:
-            self._keep_or_hand(failure, respool)
+            kept = self._keep_or_hand(failure, respool)
         finally:
+            if not kept:
+                self._engine.settled(failure.count, spooled=False)
             if failure.records:
-                # Durable: kept or handed over (or given up on): acknowledged only now.
+                # Durable: kept or handed over: acknowledged only now.
                 self._engine.let_go(failure.records)
 
-    def _keep_or_hand(self, failure: Failure, respool: bool) -> None:
+    def _keep_or_hand(self, failure: Failure, respool: bool) -> bool:
+        """True when the spool kept the events; else they were handed to on_failure, or
+        only logged (the caller settles them)."""
         count = failure.count
         if failure.reason not in _OURS:
             self._log(failure).error(
@@ -82,18 +89,17 @@ class FailureSink:
             self._log(failure).warning(
                 "%d events for %s could not be delivered (%s): kept in the spool %s",
                 count, failure.stream, failure.reason, spool.directory)
-            return
-        # Handed over now (or only logged: nowhere to keep them).
-        self._engine.settled(count, spooled=False)
+            return True
         if self.on_failure is None:
             self._log(failure).warning(
                 "%d events for %s failed (%s); set on_failure or spool_dir to keep them",
                 count, failure.stream, failure.reason)
-            return
+            return False
         try:
             self.on_failure(failure.lines(), failure.reason)
         except Exception:
             log.exception("on_failure callback raised; the worker carries on")
+        return False
 
     def _log(self, failure: Failure) -> RateLimitedLog:
         key = (failure.stream, failure.reason)

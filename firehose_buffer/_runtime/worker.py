@@ -105,6 +105,9 @@ class Worker:
     def wait_stopped(self, timeout: float | None) -> bool:
         return self._stopped.wait(timeout)
 
+    def running(self) -> bool:
+        return self._launched and not self._stopped.is_set()
+
     # -- the worker thread ------------------------------------------------------------------
 
     def _run(self) -> None:
