@@ -51,12 +51,12 @@ class NullTransport:
         pass
 
 
-def null_buffer(streams: int = 1) -> tuple[FirehoseBuffer, NullTransport]:
+def null_buffer(streams: int = 1, **options: Any) -> tuple[FirehoseBuffer, NullTransport]:
     """A buffer that measures put(): no network, no quota, the default memory bound (a put()
-    that outruns the worker waits for room, as it would in production)."""
+    that outruns the worker waits for room, as it would in production). ``options``: more
+    BufferConfig fields."""
     sink = NullTransport()
-    config = BufferConfig(streams=tuple(f"bench-{i}" for i in range(streams)), quota=UNLIMITED)
-    buffer = FirehoseBuffer(config, NullClient())
-    # A benchmark-only hook: the seam every transport plugs into, with nothing behind it.
-    buffer._transport = buffer._worker.transport = sink
-    return buffer, sink
+    config = BufferConfig(streams=tuple(f"bench-{i}" for i in range(streams)), quota=UNLIMITED,
+                          **options)
+    # The seam every transport plugs into, with nothing behind it.
+    return FirehoseBuffer(config, transport=sink), sink

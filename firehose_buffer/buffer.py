@@ -9,9 +9,9 @@ import functools
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,6 +21,7 @@ from ._core.encoding import json_default as _json_default
 from ._core.encoding import too_large as _too_large
 from ._core.encoding import unserializable as _unserializable
 from ._runtime.engine import Engine
+from ._runtime.event_ids import EventIds
 from ._runtime.lifecycle import ARMED as _ARMED
 from ._runtime.lifecycle import LIVE as _LIVE
 from ._runtime.lifecycle import after_fork_in_child as _after_fork_in_child
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
 _dumps = orjson.dumps
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class FirehoseBuffer:
@@ -103,6 +105,10 @@ class FirehoseBuffer:
         self._rings = engine.acc.rings
         self._worker = engine.worker
         self._intake = engine.intake
+        field = self._config.event_id_field
+        # Made with each engine: a forked child draws its own random bits.
+        self._ids = EventIds(field) if field is not None else None
+        self._id_field = field
 
     @property
     def config(self) -> BufferConfig:
@@ -119,21 +125,23 @@ class FirehoseBuffer:
         from any thread, from a signal handler and from a finalizer (``__del__``): a put()
         that re-enters one in progress on the same thread never waits for it.
         """
+        if not _ARMED[0]:
+            _after_fork_in_child()
         if type(event) is dict:
             try:
                 line = _dumps(event, default=_json_default, option=_OPT)
             except TypeError as exc:
                 raise _unserializable(exc) from exc
-            if len(line) > self._max_line:
-                raise _too_large(len(line), self._max_line)
-            index = self._router.route(event, event) if self._router.keyed else (
-                self._router.sticky)
+            fields: Mapping[str, Any] = event
         else:
             line, fields = _encode_fields(event, self._max_line)
-            index = self._router.route(event, fields) if self._router.keyed else (
-                self._router.sticky)
-        if not _ARMED[0]:
-            _after_fork_in_child()
+        if self._ids is not None and self._id_field not in fields and not isinstance(
+                event, _BYTES_LIKE):
+            line = self._ids.stamp(line)
+        if len(line) > self._max_line:
+            raise _too_large(len(line), self._max_line)
+        router = self._router
+        index = router.route(event, fields) if router.keyed else router.sticky
         if LOCK_FREE:
             # One expression: loading the current segment and writing to it cannot be split
             # by a thread switch or a signal handler (see _storage/segments.py).

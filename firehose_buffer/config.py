@@ -86,6 +86,10 @@ class BufferConfig:
     #: the same ``spool_dir``, or ``firehose-buffer replay``; not a power loss. Needs
     #: ``spool_dir`` on a local file system; put() costs what it costs without it.
     durable: bool = False
+    #: Put a unique, time-ordered id (a UUIDv7 string) into every mapping event that has no
+    #: field of this name, so that consumers can deduplicate (a lost answer makes the buffer
+    #: send a batch again). Bytes events are sent as they are. ``None``: no ids.
+    event_id_field: str | None = None
     #: Concurrent PutRecordBatch calls (at most one per stream); ``None``: one per stream, max 16.
     max_concurrent_requests: int | None = None
     region: str | None = None
@@ -129,6 +133,9 @@ class BufferConfig:
             raise ConfigurationError("give partition_key or router, not both")
         if self.partition_key is not None and not isinstance(self.partition_key, str):
             raise ConfigurationError("partition_key must be a field name (str)")
+        if self.event_id_field is not None and (
+                not isinstance(self.event_id_field, str) or not self.event_id_field):
+            raise ConfigurationError("event_id_field must be a field name (str)")
         if self.router is not None and not callable(self.router):
             raise ConfigurationError("router must be callable")
         if self.on_failure is not None and not callable(self.on_failure):
