@@ -25,6 +25,7 @@ with a 5xx, is retryable like an endpoint that cannot be reached.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import os
@@ -46,6 +47,7 @@ from .._runtime.logs import RateLimitedLog
 from .._service.firehose import FIREHOSE, MALFORMED
 from ..config import BufferConfig
 from ..errors import ConfigurationError
+from ._body import body_buffer
 from ._connect import Connection, ProxyError, ProxyRefused, choose_proxy, host_header
 from ._deadline import WATCHDOG
 from .outcome import Outcome
@@ -176,8 +178,16 @@ class LeanTransport:
             return Outcome(error=type(exc).__name__, retryable=True)
         if frozen is None or not frozen.access_key or not frozen.secret_key:
             return Outcome(error="NoCredentialsError")
-        body = FIREHOSE.build_body(stream, records)
-        headers = self._sign(frozen, body)
+        body = body_buffer().build(stream, records)
+        try:
+            headers = self._sign(frozen, body)
+            return self._call(body, headers, deadline, len(records))
+        finally:
+            body.release()  # the buffer is reused by this thread's next call
+
+    def _call(self, body: memoryview, headers: dict[str, str], deadline: float,
+              count: int) -> Outcome:
+        config = self._config
         conn = self._checkout()
         armed = WATCHDOG.arm(deadline, conn)
         conn.armed = armed
@@ -217,15 +227,17 @@ class LeanTransport:
         else:
             self._checkin(conn)
         return _classify(response.status, response.getheader("x-amzn-ErrorType"), payload,
-                         len(records))
+                         count)
 
-    def _sign(self, frozen: Any, body: bytes) -> dict[str, str]:
-        request = AWSRequest(method="POST", url=self._url, data=body, headers={
+    def _sign(self, frozen: Any, body: memoryview) -> dict[str, str]:
+        # The body stays out of botocore's request (it would be copied); its hash is given.
+        request = AWSRequest(method="POST", url=self._url, data=b"", headers={
             # Signed as sent, whatever http.client would have made of the URL.
             "Host": self._host_header, "Content-Type": FIREHOSE.content_type,
             "X-Amz-Target": FIREHOSE.target,
         })
-        SigV4Auth(frozen, FIREHOSE.signing_name, self.region).add_auth(request)
+        request.context[_PAYLOAD_HASH] = hashlib.sha256(body).hexdigest()
+        _Signer(frozen, FIREHOSE.signing_name, self.region).add_auth(request)
         headers = dict(request.headers.items())
         # Unsigned, as in botocore: proxies may rewrite them.
         headers["Content-Length"] = str(len(body))
@@ -372,6 +384,17 @@ def _failure(exc: Exception, cut_off: bool, sent: bool) -> Outcome:
     if isinstance(exc, OSError | http.client.HTTPException):
         return Outcome(error="ConnectionClosedError", retryable=True, unknown=True)
     raise exc  # not the network's doing: send() logs it as a bug
+
+
+_PAYLOAD_HASH = "firehose_buffer_payload_sha256"
+
+
+class _Signer(SigV4Auth):
+    """botocore's SigV4, with the payload's SHA-256 computed by the caller."""
+
+    def payload(self, request: Any) -> str:
+        digest: str = request.context[_PAYLOAD_HASH]
+        return digest
 
 
 def _proxy_refused(status: int) -> Outcome:
