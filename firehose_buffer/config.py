@@ -44,9 +44,15 @@ class BufferConfig:
     router: Router | None = None
     #: No event waits in memory longer than this before its record is sent (quotas permitting).
     linger_seconds: float = 1.0
+    #: Largest record, newline included (Firehose's limit, 1,024,000 bytes, is the most);
+    #: with compression, the largest compressed record.
     max_record_bytes: int = FIREHOSE.max_record_bytes
+    #: Lines per record (dynamic partitioning deaggregates at most 500 from one record);
+    #: compressed records are not limited by it (nothing can deaggregate them).
     max_events_per_record: int = FIREHOSE.max_events_per_record
+    #: Records per PutRecordBatch call (Firehose's limit, 500, is the most).
     max_batch_records: int = FIREHOSE.max_batch_records
+    #: Record bytes per PutRecordBatch call (Firehose's limit, 4 MiB, is the most).
     max_batch_bytes: int = FIREHOSE.max_batch_bytes
     #: Each stream's Direct PUT quota; ``Quota.HIGH`` for us-east-1, us-west-2, eu-west-1.
     quota: Quota = Quota.STANDARD
@@ -54,7 +60,10 @@ class BufferConfig:
     quota_share: float = 1.0
     #: Records still undelivered this long after their first event was put are failed.
     record_ttl_seconds: float = 600.0
+    #: A failed record waits a random time (full jitter) up to this before its first resend;
+    #: the bound doubles with each retry.
     retry_initial_backoff_seconds: float = 0.1
+    #: Largest bound of that random wait.
     retry_max_backoff_seconds: float = 10.0
     #: Bound on everything held in memory: buffered lines, records waiting, in flight and retried.
     max_buffer_bytes: int = 64 * 1024 * 1024
@@ -63,6 +72,7 @@ class BufferConfig:
     #: "raise" BufferFullError at once; "spill" it to spool_dir (put() returns True; counted
     #: as failed, reason "buffer_full", and spooled; replayed by the next run).
     on_full: OnFull = "block"
+    #: How long put() may wait for room when ``on_full="block"``.
     max_block_seconds: float = 1.0
     #: close() at interpreter exit waits at most this long.
     exit_timeout_seconds: float = 5.0
@@ -92,11 +102,17 @@ class BufferConfig:
     event_id_field: str | None = None
     #: Concurrent PutRecordBatch calls (at most one per stream); ``None``: one per stream, max 16.
     max_concurrent_requests: int | None = None
+    #: Region of the client the buffer makes itself; ``None``: the AWS environment's
+    #: (``AWS_DEFAULT_REGION``, or the region of the AWS config profile).
     region: str | None = None
+    #: Endpoint of the client the buffer makes itself; ``None``: the AWS environment's
+    #: (``AWS_ENDPOINT_URL_FIREHOSE``, ``AWS_ENDPOINT_URL``), else the region's.
     endpoint_url: str | None = None
-    #: The defaults nest (connect 2 <= read 3 <= call 3 < exit 5 < flush 10): one call that
-    #: hangs or trickles its answer is cut off and retried within a default flush() or exit.
+    #: Seconds to open a connection, for the client the buffer makes itself. The timeout
+    #: defaults nest (connect 2 <= read 3 <= call 3 < exit 5 < flush 10): one call that hangs
+    #: or trickles its answer is cut off and retried within a default flush() or exit.
     connect_timeout_seconds: float = 2.0
+    #: Seconds to wait for each read of an answer, for the client the buffer makes itself.
     read_timeout_seconds: float = 3.0
     #: Bound on one PutRecordBatch call as a whole (connect, send, wait, read); enforced for
     #: the client the buffer makes itself, botocore clients bound each socket read only.
