@@ -110,6 +110,7 @@ def _expected(stats: BufferStats) -> Points:
         "firehose_buffer.requests.sent": {(): stats.requests_sent},
         "firehose_buffer.requests.throttled": {(): stats.throttled_requests},
         "firehose_buffer.data.sent": per_stream("bytes_sent"),
+        "firehose_buffer.data.raw": {(): stats.raw_bytes_sent},
         "firehose_buffer.data.billed": {(): stats.billed_bytes},
         "firehose_buffer.events.buffered": {(): stats.events_buffered},
         "firehose_buffer.data.buffered": {(): stats.bytes_buffered},
