@@ -196,12 +196,16 @@ def _run(args: argparse.Namespace, endpoint: str, data_dir: Path) -> int:
     control = EmulatorControl(endpoint)
     admin = boto3.client("firehose", endpoint_url=endpoint, region_name="us-east-1")
     extension = {"zstd": ".jsonl.zst", "gzip": ".jsonl.gz"}.get(args.compression or "")
-    destination = {"ExtendedS3DestinationConfiguration": {
-        "BucketARN": "arn:aws:s3:::demo", "RoleARN": "arn:aws:iam::123456789012:role/demo",
-        "FileExtension": extension}} if extension else {}
     for name in streams:
-        admin.create_delivery_stream(DeliveryStreamName=name, DeliveryStreamType="DirectPut",
-                                     **destination)
+        if extension:
+            admin.create_delivery_stream(
+                DeliveryStreamName=name, DeliveryStreamType="DirectPut",
+                ExtendedS3DestinationConfiguration={
+                    "BucketARN": "arn:aws:s3:::demo", "FileExtension": extension,
+                    "RoleARN": "arn:aws:iam::123456789012:role/demo"})
+        else:
+            admin.create_delivery_stream(DeliveryStreamName=name,
+                                         DeliveryStreamType="DirectPut")
     config = BufferConfig(streams=streams, quota=Quota.named(args.quota),
                           endpoint_url=endpoint, region="us-east-1",
                           compression=args.compression)
