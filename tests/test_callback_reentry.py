@@ -1,10 +1,10 @@
-"""User code that calls back into the buffer never deadlocks it: regression tests for the
-hardening issue, items 4 and 5.
+"""User code the buffer runs (logging handlers, ``on_failure``) may call back into it: that
+never deadlocks it, never makes the worker wait for room only it can make, and the errors say
+what happened.
 
-Nothing that can run user code (logging handlers, ``on_failure``) may run under the buffer's
-lock, and the worker thread never waits for room only it can make. Every wait here has a
-deadline; a deadlock fails the test instead of hanging it (item 4 runs in a child process,
-which is killed at its deadline).
+Nothing that can run user code may run under one of the library's locks. Every wait here has
+a deadline; a deadlock fails the test instead of hanging it (the logging scenarios run in a
+child process, which is killed at its deadline).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 import pytest
+from children import run_child
+from counters import identity_gap
 from support import accepted_lines, wait_for
 
 from firehose_buffer import BufferConfig, BufferFullError, FirehoseBuffer
@@ -92,10 +94,11 @@ LOGGING_CHILD = textwrap.dedent("""
 def test_logging_handler_that_puts_into_the_same_buffer_does_not_deadlock(
     firehose: LocalFirehose,
 ) -> None:
-    """Issue item 4: the worker logged while holding the buffer's lock, so a FirehoseHandler
-    (with a custom exclude that leaves out firehose_buffer) putting into the same buffer
-    deadlocked the worker and every later put() forever on the first 4xx. No deadlock, and
-    every event accepted (the handler's included) is delivered or reported."""
+    """A FirehoseHandler (with a custom exclude that leaves out firehose_buffer) on the same
+    buffer: the worker's log line about a 4xx becomes a put() into the buffer. A worker that
+    logged while holding the buffer's lock would deadlock itself and every later put() on
+    the first 4xx. No deadlock, and every event accepted (the handler's included) is
+    delivered or reported."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     child = subprocess.Popen(
@@ -120,30 +123,107 @@ def test_logging_handler_that_puts_into_the_same_buffer_does_not_deadlock(
     assert len(good) == result["delivered"]
 
 
+SPILL_LOGGING_CHILD = textwrap.dedent("""
+    import dataclasses, json, logging, os, resource, signal, sys
+    from firehose_buffer import BufferConfig, FirehoseBuffer
+    from firehose_buffer.logging import FirehoseHandler
+
+    endpoint, spool, how = sys.argv[1:4]
+    buf = FirehoseBuffer(BufferConfig(
+        streams=("reentry-good",), endpoint_url=endpoint, region="us-east-1",
+        max_record_bytes=10_000, max_buffer_bytes=20_000, on_full="spill", spool_dir=spool,
+        linger_seconds=0.05))
+    if how == "cannot-create":
+        # A file where the stream's spool directory goes: no spool file can be made.
+        open(os.path.join(spool, "reentry-good"), "w").close()
+    else:
+        # The disk fills after 8 KB: writes fail with EFBIG.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+    logging.getLogger("firehose_buffer").addHandler(FirehoseHandler(buf, exclude=()))
+    out = {"accepted": [], "refused": 0}
+    # 3,000 events of 40 bytes into a 20 KB buffer: most of them spill. When one does not
+    # fit, the log record that says the spill failed (200 bytes) does not fit either.
+    for n in range(3000):
+        heartbeat()
+        if buf.put({"b": "user", "n": n, "pad": "x" * 16}):
+            out["accepted"].append(n)
+        else:
+            out["refused"] += 1
+    heartbeat(12)
+    out["flushed"] = bool(buf.flush(10))
+    heartbeat(12)
+    buf.close(10)
+    s = buf.stats()
+    out["counters"] = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)
+                       if isinstance(getattr(s, f.name), int)}
+    print(json.dumps(out))
+""")
+
+
+def _user_events(lines: list[bytes]) -> list[int]:
+    return [e["n"] for e in map(orjson.loads, lines) if e.get("b") == "user"]
+
+
+@pytest.mark.parametrize("failure", ["cannot-create", "cannot-write"])
+def test_a_handler_shipping_the_librarys_logs_does_not_deadlock_a_failing_spill(
+    firehose: LocalFirehose, tmp_path: Path, failure: str,
+) -> None:
+    """With ``on_full="spill"``, put() on a full buffer writes the event to the spool; when
+    the spool cannot keep it (no file can be created, the disk is full) it logs why. A
+    handler shipping every logger's records into the same buffer turns that log record into
+    another put(), which spills again, on the same thread, while the first spill is still in
+    progress: a spool that logged under its lock would wait for that lock forever. The
+    process goes on; what could be neither buffered nor spilled is refused with a count; the
+    rest is delivered or kept in the spool."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    out = run_child(SPILL_LOGGING_CHILD, firehose.endpoint_url, str(spool), failure,
+                    deadline=30)
+    assert out["refused"] > 0, "the spool never failed: the test did not test anything"
+    delivered = _user_events(_delivered(firehose))
+    spooled = _user_events([line for path in sorted(spool.glob(f"{GOOD}/*.jsonl"))
+                            for line in path.read_bytes().splitlines()])
+    missing = sorted(set(out["accepted"]) - set(delivered) - set(spooled))
+    assert missing == [], f"accepted, then neither delivered nor spooled: {missing[:10]}"
+    counters = out["counters"]
+    assert counters["events_dropped"] >= out["refused"], counters
+    assert counters["events_buffered"] == 0 and out["flushed"]
+    assert identity_gap(counters) is None, identity_gap(counters)
+
+
 def test_put_from_on_failure_never_waits_for_room_only_the_worker_can_make(
     firehose: LocalFirehose,
 ) -> None:
-    """Issue item 5: put() from on_failure, with the buffer full and on_full="block", blocked
-    the worker on itself for max_block_seconds: no deliveries meanwhile, producers got
-    BufferFullError, the re-put events were dropped. On the worker thread put() must never
-    wait for room: it takes the event or refuses it at once; what it took is delivered."""
+    """put() from on_failure (the worker thread) with the buffer full and on_full="block":
+    only the worker makes room, and it is busy running the callback. A put() that waited
+    max_block_seconds there would stop deliveries meanwhile, make producers' puts fail and
+    drop the re-put events. It takes the event or refuses it at once, with a
+    BufferFullError that does not claim the buffer "stayed full for max_block_seconds"
+    (which would send whoever reads it after the wrong cause); what it took is delivered."""
     max_block = 3.0
-    outcomes: list[tuple[str, float]] = []
+    #: (what became of the event, seconds put() took, the error's message)
+    outcomes: list[tuple[str, float, str]] = []
     done = threading.Event()
     holder: list[FirehoseBuffer] = []
 
     def on_failure(events: list[bytes], reason: str) -> None:
-        # Re-route each failed event to the good stream, 7 KB each: ten of them need more
-        # room than max_buffer_bytes, and only the worker (running this) can make room.
+        # Re-route each failed event to the good stream twice, 7 KB each: twenty of them
+        # need more room than max_buffer_bytes, and only the worker (running this) can make
+        # room.
         for event in events:
-            started = time.monotonic()
-            try:
-                taken = holder[0].put({"again": orjson.loads(event)["seq"], "pad": "r" * 7000})
-                outcome = "taken" if taken else "dropped"
-            except BufferFullError:
-                outcome = "refused"
-            outcomes.append((outcome, time.monotonic() - started))
-        done.set()
+            for copy in range(2):
+                started = time.monotonic()
+                message = ""
+                try:
+                    again = {"again": orjson.loads(event)["seq"], "copy": copy,
+                             "pad": "r" * 7000}
+                    outcome = "taken" if holder[0].put(again) else "dropped"
+                except BufferFullError as exc:
+                    outcome, message = "refused", str(exc)
+                outcomes.append((outcome, time.monotonic() - started, message))
+        if len(outcomes) >= 20:
+            done.set()
 
     def router(event: Any) -> int:
         return 1 if isinstance(event, Mapping) and event.get("bad") else 0
@@ -164,13 +244,17 @@ def test_put_from_on_failure_never_waits_for_room_only_the_worker_can_make(
         flushed = buffer.flush(10.0)
     finally:
         buffer.close(5.0)
-    assert len(outcomes) == 10, outcomes
-    waited = [(o, round(t, 2)) for o, t in outcomes if t >= max_block / 3]
+    assert len(outcomes) == 20, outcomes
+    kinds = {o for o, _, _ in outcomes}
+    assert "refused" in kinds, "the buffer never filled: the test did not test anything"
+    waited = [(o, round(t, 2)) for o, t, _ in outcomes if t >= max_block / 3]
     assert waited == [], (
         f"put() on the worker thread waited for room only the worker could make: {waited}"
     )
-    assert "dropped" not in {o for o, _ in outcomes}
+    false_claims = [m for o, _, m in outcomes if o == "refused" and "stayed full" in m]
+    assert false_claims == [], f"put() raised at once but said it had waited: {false_claims[:2]}"
+    assert "dropped" not in kinds
     assert flushed
-    again = sorted(orjson.loads(line).get("again", -1) for line in _delivered(firehose))
-    taken = sum(1 for o, _ in outcomes if o == "taken")
-    assert len([a for a in again if a >= 0]) == taken, (again, outcomes)
+    again = [e for e in map(orjson.loads, _delivered(firehose)) if "again" in e]
+    taken = sum(1 for o, _, _ in outcomes if o == "taken")
+    assert len(again) == taken, (again, outcomes)
