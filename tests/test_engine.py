@@ -10,6 +10,7 @@ time past a deadline without waiting for it.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,13 @@ import pytest
 from fakes import FakeClock, LocalTransport
 from support import Reported, wait_for
 
-from firehose_buffer import BufferClosedError, BufferConfig, FirehoseBuffer, FlushResult
+from firehose_buffer import (
+    BufferClosedError,
+    BufferConfig,
+    BufferFullError,
+    FirehoseBuffer,
+    FlushResult,
+)
 from firehose_buffer.transport import Outcome
 
 STREAM = "engine-0"
@@ -126,6 +133,88 @@ def test_an_answer_wakes_a_sleeping_worker(
     finally:
         transport.release()
         buf.close(5.0)
+
+
+# -- put() on a full buffer (on_full="block"; the other policies: test_full_buffer.py) ---------
+
+#: A buffer of two 10 KB segments, and events of 600 bytes: about 33 fill it.
+SMALL = {"max_record_bytes": 10_000, "max_buffer_bytes": 20_000, "on_full": "block"}
+PAD = "p" * 580
+
+
+def test_a_blocked_put_waits_max_block_seconds_on_the_buffers_clock(
+    transport: LocalTransport, clock: FakeClock,
+) -> None:
+    """With every call held (nothing can make room), a put() on the full buffer waits. Real
+    time passing beyond max_block_seconds does not end the wait; the buffer's clock passing
+    it does, with BufferFullError saying how long it waited."""
+    transport.hold()
+    buf = _buffer(transport, clock, max_block_seconds=0.1, **SMALL)
+    raised: list[tuple[int, BufferFullError]] = []
+
+    def produce() -> None:
+        for n in range(1000):
+            try:
+                buf.put({"n": n, "pad": PAD})
+            except BufferFullError as exc:
+                raised.append((n, exc))
+                return
+
+    producer = threading.Thread(target=produce)
+    try:
+        producer.start()
+        wait_for(lambda: buf.stats().memory_bytes >= 20_000, 5.0, "the buffer to fill")
+        since = time.monotonic()
+        # Several times max_block_seconds of real time, the blocked put() looking at the
+        # clock after each of its waits.
+        wait_for(lambda: time.monotonic() - since > 0.5, 5.0, "real time to pass")
+        assert raised == [] and producer.is_alive(), "gave up on real time"
+        clock.advance(0.1)
+        producer.join(5.0)
+        assert len(raised) == 1, "the blocked put() never gave up"
+        accepted, error = raised[0]
+        assert 25 <= accepted <= 40
+        assert "stayed full for max_block_seconds=0.1" in str(error)
+    finally:
+        if producer.is_alive():
+            clock.advance(60.0)  # a put() still blocked gives up at its next look
+            producer.join(5.0)
+        transport.release()
+        buf.close(5.0)
+    assert buf.stats().events_put == buf.stats().events_delivered == accepted
+
+
+def test_put_on_an_event_loop_never_blocks_for_room(
+    transport: LocalTransport, clock: FakeClock,
+) -> None:
+    """A put() on a thread running an asyncio loop must not block the loop waiting for room:
+    with on_full="block" it raises BufferFullError at once (the clock never moves here, so a
+    put() that waited would wait for good)."""
+    transport.hold()
+    buf = _buffer(transport, clock, max_block_seconds=30.0, **SMALL)
+    outcome: list[object] = []
+
+    async def fill() -> None:
+        for n in range(1000):
+            try:
+                buf.put({"n": n, "pad": PAD})
+            except BufferFullError as exc:
+                outcome.append((n, exc))
+                return
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(fill(),))
+    try:
+        loop_thread.start()
+        loop_thread.join(5.0)
+        blocked = loop_thread.is_alive()
+    finally:
+        if loop_thread.is_alive():
+            clock.advance(60.0)  # lets a blocked put() out
+            loop_thread.join(5.0)
+        transport.release()
+        buf.close(5.0)
+    assert not blocked, "put() blocked the event loop waiting for room"
+    assert len(outcome) == 1 and 25 <= outcome[0][0] <= 40  # type: ignore[index]
 
 
 # -- a buffer's life ------------------------------------------------------------------------------
