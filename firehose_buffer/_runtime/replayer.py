@@ -23,7 +23,8 @@ log = logging.getLogger("firehose_buffer")
 
 
 class Replayer:
-    """The thread that feeds spool files found at start back into the buffer."""
+    """The thread that feeds spool files found at start back into the buffer: started by the
+    engine on first use when the spool holds files, waited for by flush() and close()."""
 
     def __init__(self, engine: Engine, files: list[SpoolFile]) -> None:
         self._engine = engine

@@ -121,7 +121,8 @@ class Full(Exception):
 
 
 class Accumulator:
-    """Every stream's ring, the pool of free segments and the memory bound.
+    """Every stream's ring, the pool of free segments and the memory bound; one per engine,
+    made with its scheduler (:meth:`Scheduler.for_config`).
 
     Producers write lock-free to ``rings[i][-1]``; everything else happens under ``lock``:
     the slow path (:meth:`slow_append`), the worker's :meth:`take` and :meth:`release`,
