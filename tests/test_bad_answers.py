@@ -33,7 +33,6 @@ def server() -> Iterator[HostileFirehose]:
         yield hostile
 
 
-
 def _config(server: HostileFirehose, on_failure: Reported, **extra: Any) -> BufferConfig:
     return BufferConfig(
         streams=(STREAM,),

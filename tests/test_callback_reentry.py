@@ -46,8 +46,6 @@ def _delivered(firehose: LocalFirehose, stream: str = GOOD) -> list[bytes]:
     return accepted_lines(firehose, stream)
 
 
-
-
 LOGGING_CHILD = textwrap.dedent("""
     import json, logging, sys
     from collections.abc import Mapping

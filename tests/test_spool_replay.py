@@ -37,7 +37,6 @@ def firehose(tmp_path: Path) -> Iterator[LocalFirehose]:
         yield fh
 
 
-
 def _config(firehose: LocalFirehose, spool: Path, **extra: Any) -> BufferConfig:
     return BufferConfig(
         streams=(STREAM,), endpoint_url=firehose.endpoint_url, region="us-east-1",
@@ -76,8 +75,6 @@ def _wire_lines(firehose: LocalFirehose) -> list[bytes]:
         for record in firehose.accepted_records(STREAM)
         for line in record[:-1].split(b"\n")
     ]
-
-
 
 
 def _env() -> dict[str, str]:
