@@ -1,10 +1,12 @@
 """The child processes of ``benchmarks/promises.py``: one script per hostile scenario.
 
-They follow the hardening tests' children (tests/test_hardening_*.py), with one difference:
-every child writes what ``on_failure`` hands it to a file as it gets it (so a child that
-exits or hangs still shows what it reported), and prints one JSON line of results last,
-with the buffer's ``possible_duplicates`` and ``events_lost``. The first argument is a JSON
-object of parameters.
+They follow the children of the tests that pin the same promises (tests/test_bad_answers.py,
+test_close_deadline.py, test_callback_reentry.py, test_fork_connections.py,
+test_spool_replay.py, test_freeze.py), with one difference: every child writes what
+``on_failure`` hands it to a file as it gets it (so a child that exits or hangs still shows
+what it reported), and prints one JSON line of results last, with the buffer's
+``possible_duplicates`` and ``events_lost``. The first argument is a JSON object of
+parameters.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ PRELUDE = textwrap.dedent("""
                           "events_lost": stats.events_lost, **extra}), flush=True)
 """)
 
-#: Items 1-2: one malformed (or trickled) answer, then the stream must go on delivering.
+#: Bad answers: one malformed (or trickled) answer, then the stream must go on delivering.
 HOSTILE_ANSWER = PRELUDE + textwrap.dedent("""
     buffer = FirehoseBuffer(BufferConfig(
         streams=("hostile-0",), endpoint_url=args["endpoint"], region="us-east-1",
@@ -49,7 +51,7 @@ HOSTILE_ANSWER = PRELUDE + textwrap.dedent("""
     finish(buffer, 60, flushed=flushed, closed=closed, seconds=seconds)
 """)
 
-#: Item 3: close(2.0) while on_failure takes 4 s per call; the stream does not exist.
+#: close() out of time: close(2.0) while on_failure takes 4 s per call; the stream does not exist.
 SLOW_CALLBACK = PRELUDE + textwrap.dedent("""
     def slow_on_failure(events, reason):
         on_failure(events, reason)
@@ -70,8 +72,8 @@ SLOW_CALLBACK = PRELUDE + textwrap.dedent("""
     finish(buffer, 350, closed=bool(closed), close_seconds=time.monotonic() - started)
 """)
 
-#: Item 3: a full 4 MiB buffer of small events, nothing listening, a spool; no close(): the
-#: exit hook has exit_timeout_seconds=1 to keep it all.
+#: The exit hook out of time: a full 4 MiB buffer of small events, nothing listening, a
+#: spool; no close(): the exit hook has exit_timeout_seconds=1 to keep it all.
 FULL_BUFFER_EXIT = PRELUDE + textwrap.dedent("""
     from firehose_buffer import BufferFullError
     buffer = FirehoseBuffer(BufferConfig(
@@ -90,8 +92,8 @@ FULL_BUFFER_EXIT = PRELUDE + textwrap.dedent("""
     print(json.dumps({"accepted": accepted}), flush=True)
 """)
 
-#: Item 4: a FirehoseHandler whose exclude leaves out firehose_buffer, on the same buffer;
-#: the first call to the missing stream makes the worker log a 4xx.
+#: User code calling back: a FirehoseHandler whose exclude leaves out firehose_buffer, on the
+#: same buffer; the first call to the missing stream makes the worker log a 4xx.
 LOGGING_HANDLER = PRELUDE + textwrap.dedent("""
     from collections.abc import Mapping
     from firehose_buffer.logging import FirehoseHandler
@@ -115,7 +117,8 @@ LOGGING_HANDLER = PRELUDE + textwrap.dedent("""
            flushed=[first.pending == 0, bool(second)], closed=bool(closed))
 """)
 
-#: Item 5: on_failure re-puts each failed event (7 KB) into a full buffer, on_full="block".
+#: User code calling back: on_failure re-puts each failed event (7 KB) into a full buffer,
+#: on_full="block".
 PUT_FROM_ON_FAILURE = PRELUDE + textwrap.dedent("""
     import threading
     from collections.abc import Mapping
@@ -160,7 +163,7 @@ PUT_FROM_ON_FAILURE = PRELUDE + textwrap.dedent("""
            longest_wait=max(waits, default=0.0), re_put=len(waits))
 """)
 
-#: Item 6: a plain boto3 client=, its pool warmed, then forks; parent and each child burst
+#: Forks: a plain boto3 client=, its pool warmed, then forks; parent and each child burst
 #: at the same time. Events carry who put them.
 FORKING = PRELUDE + textwrap.dedent("""
     import boto3
@@ -205,7 +208,7 @@ FORKING = PRELUDE + textwrap.dedent("""
     finish(buffer, None, failed=buffer.stats().events_failed)
 """)
 
-#: Item 7: a buffer that puts nothing, on a spool_dir holding earlier runs' events.
+#: Spool replay: a buffer that puts nothing, on a spool_dir holding earlier runs' events.
 SHORT_LIVED = PRELUDE + textwrap.dedent("""
     buffer = FirehoseBuffer(BufferConfig(streams=("spool-0",), endpoint_url=args["endpoint"],
                                          region="us-east-1", spool_dir=args["spool"],
@@ -217,8 +220,8 @@ SHORT_LIVED = PRELUDE + textwrap.dedent("""
            seconds=time.monotonic() - started, delivered=buffer.stats().events_delivered)
 """)
 
-#: Item 8, first process: 100 events whose call the emulator holds 2 s; close(0.5) once the
-#: parent says the call is in flight.
+#: A call in flight at close(), first process: 100 events whose call the emulator holds 2 s;
+#: close(0.5) once the parent says the call is in flight.
 IN_FLIGHT_CLOSE = PRELUDE + textwrap.dedent("""
     buffer = FirehoseBuffer(BufferConfig(streams=("exit-0",), endpoint_url=args["endpoint"],
                                          region="us-east-1", linger_seconds=0.05,
@@ -231,7 +234,7 @@ IN_FLIGHT_CLOSE = PRELUDE + textwrap.dedent("""
     finish(buffer, 100, closed=bool(closed), spooled=buffer.stats().events_spooled)
 """)
 
-#: Item 8, second process: replays the spool.
+#: A call in flight at close(), second process: replays the spool.
 REPLAY = PRELUDE + textwrap.dedent("""
     buffer = FirehoseBuffer(BufferConfig(streams=(args["stream"],), endpoint_url=args["endpoint"],
                                          region="us-east-1", linger_seconds=0.05,
@@ -243,7 +246,7 @@ REPLAY = PRELUDE + textwrap.dedent("""
            replayed=stats.events_replayed, delivered=stats.events_delivered)
 """)
 
-#: Item 9: 200 events put with linger 1 s and a 3 s TTL, then frozen by the parent.
+#: A freeze: 200 events put with linger 1 s and a 3 s TTL, then frozen by the parent.
 FREEZE = PRELUDE + textwrap.dedent("""
     buffer = FirehoseBuffer(BufferConfig(
         streams=("exit-0",), endpoint_url=args["endpoint"], region="us-east-1",

@@ -1,4 +1,5 @@
-"""Where every accepted event went, under each hostile scenario of the hardening issue.
+"""Where every accepted event went, under each hostile scenario the tests pin (bad answers,
+close() out of time, user code calling back, forks, spool replay, a freeze).
 
     python -m benchmarks.promises [--quick] [--only name,name] [--json out.json]
 

@@ -1,8 +1,11 @@
-"""A small in-process Firehose for unit tests: real limits, scriptable failures, no mocks.
+"""Small in-process stand-ins for the world outside the buffer, for unit tests; no mocks.
 
-It behaves like the service where the client can observe it: batch and record limits raise
-the same ClientError codes, per-record failures come back inside a normal response, whole-call
-errors and connection errors raise what botocore raises.
+:class:`FakeFirehose` is a boto3-shaped client that behaves like the service where the client
+can observe it: batch and record limits raise the same ClientError codes, per-record failures
+come back inside a normal response, whole-call errors and connection errors raise what
+botocore raises. :class:`LocalTransport` is the buffer's own seam
+(:class:`~firehose_buffer.transport.Transport`) answered in this process, with calls that can
+be held; :class:`FakeClock` is a clock the test moves.
 """
 
 from __future__ import annotations
@@ -10,19 +13,18 @@ from __future__ import annotations
 import random
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from firehose_buffer._service.firehose import FIREHOSE
+from firehose_buffer.transport import Outcome
 
 MAX_BATCH_BYTES = FIREHOSE.max_batch_bytes
 MAX_BATCH_RECORDS = FIREHOSE.max_batch_records
 MAX_RECORD_BYTES = FIREHOSE.max_record_bytes
-
-
 
 
 def client_error(code: str, status: int, message: str = "") -> ClientError:
@@ -118,3 +120,88 @@ class FakeFirehose:
                 assert data.endswith(b"\n"), "a record must end with a newline"
                 out.extend(data[:-1].split(b"\n"))
         return out
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says (``advance``); counts its reads,
+    so a test can tell when the buffer's threads stop looking at it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.reads += 1
+            return self._now
+
+    def peek(self) -> float:
+        """The time, without counting a read."""
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+@dataclass
+class Sent:
+    """One send() the transport saw: the stream, the records' bytes, the clock at the call."""
+
+    stream: str
+    records: list[bytes]
+    at: float
+
+
+class LocalTransport:
+    """A :class:`~firehose_buffer.transport.Transport` answered in this process.
+
+    Each call gets the next of ``answers`` (an Outcome), or when none is left one that
+    stores every record. ``hold()`` keeps calls waiting inside send() until ``release()``.
+    """
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock
+        self.answers: deque[Outcome] = deque()
+        self.calls: list[Sent] = []
+        self.stored: dict[str, list[bytes]] = defaultdict(list)
+        self.closed = False
+        self._open = threading.Event()
+        self._open.set()
+        self._lock = threading.Lock()
+
+    def send(self, stream: str, records: Sequence[bytes | memoryview]) -> Outcome:
+        data = [bytes(r) for r in records]  # the views are reused once send() returns
+        with self._lock:
+            self.calls.append(Sent(stream, data, self.clock.peek() if self.clock else 0.0))
+            answer = self.answers.popleft() if self.answers else None
+        if not self._open.wait(30):
+            return Outcome(error="HeldTooLong", retryable=True, unknown=True)
+        if answer is None:
+            answer = Outcome(codes=[None] * len(data))
+        if answer.codes is not None:
+            with self._lock:
+                self.stored[stream].extend(
+                    d for d, code in zip(data, answer.codes, strict=True) if code is None)
+        return answer
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def after_fork(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def lines(self, stream: str | None = None) -> list[bytes]:
+        """Every stored event line (without newline), stream by stream."""
+        with self._lock:
+            names = [stream] if stream else sorted(self.stored)
+            return [line for name in names for record in self.stored[name]
+                    for line in record[:-1].split(b"\n")]

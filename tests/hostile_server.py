@@ -208,6 +208,11 @@ class HostileFirehose:
                 ids.append(f"record-{self._record_ids}")
             return ids
 
+    def open_connections(self) -> int:
+        """Client connections the server holds open now."""
+        with self._lock:
+            return len(self._connections)
+
     def _register(self, sock: socket.socket) -> None:
         with self._lock:
             self._connections.add(sock)

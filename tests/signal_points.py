@@ -17,7 +17,8 @@ Sweeping k from 1 until the call has fewer points visits every point of every pa
 takes, deterministically, with no knowledge of the library's internals. A call of a
 pure-Python function is not followed by a check (CPython runs the callee in the same loop and
 checks at its points); one that went through C (a builtin, a class whose ``__init__`` is
-Python) is.
+Python) is. A call that raised is not followed by a check either: the interpreter goes
+straight to the exception handler.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ class SignalPoints:
 
     def __init__(self, only: str | None = None) -> None:
         self._only = only
-        self._ops: dict[CodeType, dict[int, str]] = {}
-        self._last: dict[FrameType, str | None] = {}
+        #: Per code object: each instruction's name and the offset of the one after it.
+        self._ops: dict[CodeType, dict[int, tuple[str, int | None]]] = {}
+        #: Per frame: the last instruction traced, and the offset of the one after it.
+        self._last: dict[FrameType, tuple[str | None, int | None]] = {}
         #: Per frame, since its last call instruction started: None (no Python frame
         #: entered: the callee was C), True (C was on the way), False (a Python function).
         self._via_c: dict[FrameType, bool | None] = {}
@@ -94,13 +97,15 @@ class SignalPoints:
         code = frame.f_code
         ops = self._ops.get(code)
         if ops is None:
-            ops = self._ops[code] = {i.offset: i.opname for i in dis.get_instructions(code)}
+            ops = self._ops[code] = _instructions(code)
         # A frame's first traced instruction follows its RESUME.
-        previous = self._last.get(frame, "RESUME")
-        current = self._last[frame] = ops.get(frame.f_lasti)
+        previous, follows = self._last.get(frame, ("RESUME", None))
+        current, _ = self._last[frame] = ops.get(frame.f_lasti, (None, None))
         checked = previous in _CHECKED_AFTER
         if previous in _CALLS:
-            checked = self._via_c.pop(frame, None) is not False
+            # Not after a call that raised (the next instruction is then a handler's).
+            checked = (self._via_c.pop(frame, None) is not False
+                       and frame.f_lasti == follows)
         if current in _CALLS:
             self._via_c[frame] = None
         if checked and (
@@ -114,6 +119,12 @@ class SignalPoints:
                 # an exception from it unsets the trace function and surfaces in ``frame``.
                 self._action()
         return self._tracer
+
+
+def _instructions(code: CodeType) -> dict[int, tuple[str, int | None]]:
+    listed = list(dis.get_instructions(code))
+    return {i.offset: (i.opname, listed[n + 1].offset if n + 1 < len(listed) else None)
+            for n, i in enumerate(listed)}
 
 
 def _nothing() -> None:

@@ -7,6 +7,15 @@ tick that said to sleep (``Tick.sleep``, the worker's own rule), at the next put
 a sleeping worker). With ``compression`` the runs a tick hands out are compressed through
 the worker's own :func:`compress_runs`, and the worker ticks again at once. A fake service
 acknowledges every record of every batch ``latency`` seconds after it was sent.
+
+What is the real code: the scheduler's tick (every decision: cuts, pacing, retries, the wake
+time and ``Tick.sleep``), the accumulator's append, the router, the compressor. What is
+restated here, because it lives inline in ``Worker._step`` next to the engine's lock, state
+and threads: turning a tick into the next look (``wake_at``, or at once after runs, or
+asleep until a put() when ``Tick.sleep``), put() waking a sleeping worker, and draining
+(``everything=True`` until nothing is pending). A pure "tick -> next look" function in the
+worker would let both call it; ``tests/test_engine.py`` pins the same rule on the real worker
+(asleep once quiet, woken by a put(), a deadline or an answer).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Small helpers the hardening tests share: a keeping on_failure, waiting with a deadline,
-and the lines the emulator accepted."""
+"""Small helpers the tests share: a keeping on_failure, waiting with a deadline, and the
+lines the emulator accepted."""
 
 from __future__ import annotations
 

@@ -240,7 +240,7 @@ def test_memory_is_reused_views_held_by_a_caller_survive_growth(
     for _ in range(5):
         c.compress(data, ends, target=64 * 1024, max_records=500)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    # The budget is 0.1 fault per 4 KB event for a whole put-to-ack cycle, 25 per MB.
+    # The budget is 0.1 fault per 4 KB event for a whole put-to-ack cycle, 25 per MB.
     assert faults / (5 * len(data) / 1e6) < 2.5
 
 

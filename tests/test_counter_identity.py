@@ -35,9 +35,9 @@ def test_the_documented_identity_holds_when_on_full_drop_refuses_events(
     """A 20 KB buffer offered 3,000 events of 0.5 KB at once refuses most of them
     (``on_full="drop"``: put() returns False, the event is counted in events_dropped).
     Once idle, README's identity must hold; and the counters must agree with what put()
-    said: one drop counted per False, one delivery per True. Before the fix, events_put
-    left the dropped events out while the identity counts them in (40 put and delivered,
-    2,960 dropped: 40 != 3,000)."""
+    said: one drop counted per False, one delivery per True. An events_put that left the
+    dropped events out, while the identity counts them in, would read 40 put and delivered
+    and 2,960 dropped: 40 != 3,000."""
     config = BufferConfig(streams=(STREAM,), endpoint_url=firehose.endpoint_url,
                           region="us-east-1", max_record_bytes=10_000, max_buffer_bytes=20_000,
                           on_full="drop", linger_seconds=0.05)

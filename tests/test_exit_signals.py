@@ -7,6 +7,7 @@ flush, close or raise.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import signal
@@ -236,6 +237,20 @@ def test_a_buffer_whose_construction_fails_leaves_no_thread(
     buf.put({"first": "use starts the threads"})
     assert buf.flush(5)
     monkeypatch.undo()
+    buf.close(1)
+
+    # No thread at all (as CPython says when the process is out of threads): put() says so,
+    # the event is not taken, and the next use starts the worker.
+    def start_new_thread(*args: Any) -> int:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_thread, "start_new_thread", start_new_thread)
+    buf = FirehoseBuffer(BufferConfig(streams=("s", "t")), FakeFirehose({"s", "t"}))
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        buf.put({"first": "use starts the threads"})
+    monkeypatch.undo()
+    assert buf.put({"second": "use starts them"})
+    assert buf.flush(5)
     buf.close(1)
     deadline = time.monotonic() + 5
     while buffer_threads() - before and time.monotonic() < deadline:

@@ -90,9 +90,10 @@ def test_events_larger_than_a_segment_stay_within_the_bound_after_small_ones(
     """Fill an 8 MiB buffer with 0.5 KB events, let it drain, then put 300 KB events (larger
     than its 256 KiB segments) as fast as possible. Resident memory must stay within the
     bound (plus one request in flight and a constant); and the drained buffer must still
-    take big events, at least half its bound's worth. Before the fix the free segments
-    stayed allocated while big events were admitted against the segments in use only:
-    RSS grew 16.3-16.5 MiB over the baseline, 6.3 MiB of it after the drain."""
+    take big events, at least half its bound's worth. Free segments left allocated while big
+    events are admitted against the segments in use only would grow RSS past the bound
+    (16.3-16.5 MiB over the baseline when this was measured, 6.3 MiB of it after the
+    drain)."""
     out = run_child(CHILD, firehose.endpoint_url, str(BOUND), deadline=30)
     figures = ", ".join(f"{k} {out[k] / MiB:+.1f} MiB" for k in ("full", "drained", "held"))
     assert out["small_accepted"] * 500 > BOUND, f"the buffer never filled: {out}"

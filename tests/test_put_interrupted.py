@@ -214,8 +214,8 @@ def test_exceptions_from_a_signal_handler_during_a_put_loop_lose_nothing(
 ) -> None:
     """The same as a user meets it: a producing loop whose put() calls are interrupted by a
     raising signal handler thousands of times (a timer every 0.3 ms). Every event put()
-    returned True for is delivered, the counters add up, and flush() and close() return.
-    Before the fix this lost hundreds of accepted events uncounted, or hung for good."""
+    returned True for is delivered, the counters add up, and flush() and close() return:
+    not hundreds of accepted events lost uncounted, not a hang."""
     out = run_child(STORM_CHILD, firehose.endpoint_url, "2.0", deadline=30)
     assert out["raised"] > 100, f"only {out['raised']} puts were interrupted"
     stored = _stored(firehose, "s", "t")
@@ -313,11 +313,11 @@ def test_an_exception_in_the_first_put_leaves_a_working_buffer(
     each point a handler can run there, with an Exception and with a KeyboardInterrupt)
     must leave a buffer that works like any other: it sends what later puts accept within
     linger without being asked; close() returns and leaves no thread behind; no thread dies
-    with a traceback; put() raises nothing but the exception raised in it. Before the fix,
-    one point killed the new thread inside CPython's Thread.start (``KeyError`` in
-    ``_bootstrap_inner``), others made put() raise ``RuntimeError('release unlocked lock')``
-    or left a buffer whose worker never started, and others left the wake-up lock held so
-    that close() hung."""
+    with a traceback; put() raises nothing but the exception raised in it. What an exception
+    inside ``threading.Thread.start`` can do: kill the new thread (``KeyError`` in
+    ``_bootstrap_inner``), make put() raise ``RuntimeError('release unlocked lock')``, leave
+    a buffer whose worker never starts, or leave the wake-up lock held so that close()
+    hangs."""
     out = run_child(FIRST_PUT_CHILD, firehose.endpoint_url, deadline=60)
     assert out["trials"] >= 40, f"only {out['trials']} points in the first put()"
     problems = {

@@ -116,9 +116,9 @@ def test_put_from_a_signal_handler_at_any_point_inside_put_does_not_hang(
 ) -> None:
     """A signal handler that calls put() runs wherever the main thread is when the signal is
     handled: for each point inside put() where CPython can run a handler (in the library's
-    code, or anywhere put() runs), a put() from a handler there. Before the fix, a handler
-    running while put() held its lock (sealing a full segment) waited for that same lock
-    forever: the main thread and then the worker hung."""
+    code, or anywhere put() runs), a put() from a handler there. A handler running while
+    put() holds a lock (sealing a full segment) must not wait for that same lock: the main
+    thread and then the worker would hang for good."""
     out = run_child(SIGNAL_POINTS_CHILD, firehose.endpoint_url, scope, deadline=30)
     assert out["points"] >= 20, f"the sweep reached only {out['points']} points"
     _check(out, firehose, "s")
@@ -168,8 +168,8 @@ def test_put_from_a_finalizer_the_garbage_collector_runs_inside_put_does_not_han
     """An object whose ``__del__`` puts an event, freed by the garbage collector while the
     thread is inside put(): a collection starts at the first allocation after each point of
     put() in turn, and put()'s slow path allocates (an exception object, a new segment, a
-    sealed segment's record) while it holds its lock. Before the fix the finalizer's put()
-    waited for that lock forever."""
+    sealed segment's record) while it holds its lock: the finalizer's put() must not wait
+    for that lock."""
     out = run_child(FINALIZER_CHILD, firehose.endpoint_url, deadline=30)
     assert out["points"] >= 20, f"the sweep reached only {out['points']} points"
     _check(out, firehose, "s")
@@ -206,7 +206,8 @@ def test_put_from_a_signal_handler_during_a_put_loop_does_not_hang(
     firehose: HostileFirehose,
 ) -> None:
     """The same as a user meets it: a loop putting events while a timer fires every 0.3 ms
-    and its handler puts an event too. Before the fix this hung within a second."""
+    and its handler puts an event too: the loop goes on, and the handlers' events are taken
+    or refused with a count."""
     out = run_child(STORM_CHILD, firehose.endpoint_url, deadline=30)
     handled = [a for a in out["accepted"] + out["refused"] if a[0] == "handler"]
     assert len(handled) >= 10, f"only {len(handled)} handlers ran"

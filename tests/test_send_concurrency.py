@@ -45,10 +45,11 @@ def test_max_concurrent_requests_caps_calls_and_queued_calls_are_not_timed_out(
 ) -> None:
     """A user who sets ``max_concurrent_requests=2`` (to keep memory and connections down)
     with 40 streams and a slow service expects at most 2 calls at a time, and no duplicates,
-    since every call is answered well within ``call_timeout_seconds``. Today the watchdog
-    times a call from when it was queued: calls still waiting for a sender are declared
-    timed out, counted as possible duplicates, retried, and later sent anyway (real
-    duplicates); each one given up also lets one more sender thread start, past the cap."""
+    since every call is answered well within ``call_timeout_seconds``. A call's deadline
+    runs from when it is sent: timed from when it was queued, calls still waiting for a
+    sender would be declared timed out, counted as possible duplicates, retried, and later
+    sent anyway (real duplicates), and each one given up would let one more sender thread
+    start, past the cap."""
     before = _senders()
     buffer = FirehoseBuffer(BufferConfig(
         streams=STREAMS, router=_to_stream, endpoint_url=slow_firehose.endpoint_url,

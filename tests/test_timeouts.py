@@ -35,8 +35,8 @@ def trickling_firehose() -> Iterator[HostileFirehose]:
 def test_default_flush_outlasts_one_trickling_call(trickling_firehose: HostileFirehose) -> None:
     """``flush()`` with its default timeout, while the service trickles one answer: the user
     expects the call to be cut off (``call_timeout_seconds``) and retried within the flush.
-    Today the default call timeout (30 s) is longer than the default flush (10 s), so the
-    flush gives up with everything pending while the call is still trickling."""
+    A default call timeout longer than the default flush (10 s) would make the flush give
+    up with everything pending while the call is still trickling."""
     buffer = FirehoseBuffer(BufferConfig(
         streams=(STREAM,), endpoint_url=trickling_firehose.endpoint_url, region="us-east-1",
     ))
@@ -69,8 +69,8 @@ EXITING_CHILD = """
 def test_default_exit_outlasts_one_trickling_call(trickling_firehose: HostileFirehose) -> None:
     """A script that puts events and ends, with every setting at its default, while the
     service trickles one answer: the exit hook should cut the call off, retry and deliver
-    within ``exit_timeout_seconds``. Today the call timeout (30 s) is six times the exit
-    timeout (5 s), so the events are failed at exit."""
+    within ``exit_timeout_seconds``: a call timeout longer than the exit timeout (5 s) would
+    fail the events at exit."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     done = subprocess.run(

@@ -220,6 +220,9 @@ class _Engine(Protocol):
 
 
 class _ZstandardEngine:
+    """The ``zstandard`` package's streaming writer; one per :class:`Compressor`, so one per
+    thread (a ``ZstdCompressor`` shared between threads raises ``ZstdError``)."""
+
     epilogue_bytes = len(_ZSTD_END)
 
     def __init__(self, module: ModuleType, level: int, out: _Out) -> None:

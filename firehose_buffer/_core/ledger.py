@@ -29,8 +29,9 @@ class Reason(StrEnum):
 
 @dataclass(slots=True)
 class Ledger:
-    """The counters behind ``stats()``; read them freely, change them only through the
-    methods below (under the engine's lock)."""
+    """The counters behind ``stats()``; one per engine. Read them freely, change them only
+    through the methods below, under the engine's lock: the scheduler on the worker thread,
+    the engine for the failure sink and close(), the intake and the replayer."""
 
     events_put: int = 0
     events_delivered: int = 0

@@ -38,7 +38,8 @@ Source = tuple[SegmentRef, int, int]
 
 @dataclass(slots=True, eq=False)
 class Record:
-    """Whole JSON lines (each ending in a newline) that go as one record's ``Data``.
+    """Whole JSON lines (each ending in a newline) that go as one record's ``Data``: cut by
+    the scheduler on the worker thread, read by a sender during its call.
 
     ``data`` is what goes on the wire: a slice of a segment while the record is
     outstanding (it becomes ``b""`` once the record has an outcome, so the segment can be
@@ -80,7 +81,8 @@ class Record:
 
 @dataclass(slots=True, eq=False)
 class Batch:
-    """One PutRecordBatch call's records, for one stream."""
+    """One PutRecordBatch call's records, for one stream: made by the scheduler's tick, sent by
+    one sender thread, its outcome handed back to the next tick."""
 
     stream: int
     name: str

@@ -129,8 +129,9 @@ class _Attempt:
 
 
 class Scheduler:
-    """One buffer's delivery state machine (see the module's doc). Every method runs with
-    the engine's lock held; only :meth:`tick` changes state."""
+    """One buffer's delivery state machine (see the module's doc): owned by the engine, and
+    ticked by its worker thread. Every method runs with the engine's lock held; only
+    :meth:`tick` changes state."""
 
     def __init__(
         self, config: BufferConfig, accumulator: Accumulator, router: Router, now: float,

@@ -79,7 +79,8 @@ class State(Enum):
 
 
 class Engine:
-    """The stages of one buffer, wired (see the module's doc)."""
+    """The stages of one buffer in one process, wired, with the lock and the state they share
+    (see the module's doc): made by :class:`FirehoseBuffer`, anew after a fork."""
 
     def __init__(
         self,

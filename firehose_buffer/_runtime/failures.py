@@ -42,7 +42,8 @@ def merge(failures: Sequence[Failure]) -> list[Failure]:
 
 
 class FailureSink:
-    """The one funnel for every event that will not be delivered (see the module's doc)."""
+    """The one funnel for every event that will not be delivered (see the module's doc); one
+    per engine, called on the worker thread (and the replayer's) with no lock held."""
 
     def __init__(
         self,

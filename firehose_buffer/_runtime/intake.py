@@ -20,7 +20,9 @@ log = logging.getLogger("firehose_buffer")
 
 
 class Intake:
-    """put()'s slow path and the other ways in (see the module's doc)."""
+    """put()'s slow path and the other ways in (see the module's doc); one per engine, run on
+    the callers' threads (put()), the worker's (lines handed by re-entrant puts) and the
+    replayer's."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

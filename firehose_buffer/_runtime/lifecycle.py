@@ -21,6 +21,8 @@ from typing import Protocol
 
 
 class _Forkable(Protocol):
+    """What ``LIVE`` holds: a buffer that can make itself anew in a forked child."""
+
     def _after_fork(self) -> None: ...
 
 
@@ -37,6 +39,9 @@ class _Forkable(Protocol):
 
 
 class _Flag(Protocol):
+    """``ARMED``: one byte read by every put() (index 0), nonzero in the process that armed
+    it; a wiped-on-fork page, or :class:`_PidFlag` where there is none."""
+
     def __getitem__(self, index: int, /) -> int: ...
     def __setitem__(self, index: int, value: int, /) -> None: ...
 

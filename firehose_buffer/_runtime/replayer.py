@@ -37,7 +37,9 @@ FEED_BYTES = 64 * 1024
 
 
 class Replayer:
-    """The thread that feeds what was found back into the buffer."""
+    """The thread that feeds back what was found (spool files, dead processes' durable
+    segments): started by the engine on first use when there is any, waited for by flush()
+    and close()."""
 
     def __init__(self, engine: Engine, sources: Sequence[Source], *, rescan: bool = False
                  ) -> None:

@@ -75,6 +75,9 @@ def _failures(s: BufferStats) -> Iterator[tuple[Attrs, float]]:
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
+    """One observable instrument: its name, unit and description, how to read its value(s)
+    from a stats snapshot, its kind, and how values from several buffers combine."""
+
     name: str
     unit: str
     description: str

@@ -48,7 +48,9 @@ DROPPED = _Dropped()
 
 
 class Worker:
-    """The worker thread of one engine (see the module's doc)."""
+    """The worker thread of one engine (see the module's doc): started by the engine on first
+    use, it alone ticks the scheduler and feeds the senders and the failure sink; put()
+    wakes it (:meth:`wake`, :meth:`hand`) from any thread."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

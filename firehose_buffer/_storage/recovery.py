@@ -47,6 +47,9 @@ class Claimed(Protocol):
 
 
 class Source(Protocol):
+    """Something found under a spool directory to send again (a spool file, a dead
+    process's durable segments), which one process at a time may claim."""
+
     @property
     def label(self) -> str: ...
 

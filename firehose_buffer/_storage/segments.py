@@ -179,7 +179,8 @@ MEMORY = Memory()
 
 
 class Accumulator:
-    """Every stream's ring, the pool of free segments and the memory bound.
+    """Every stream's ring, the pool of free segments and the memory bound; one per engine,
+    made with its scheduler (:meth:`Scheduler.for_config`).
 
     Producers write lock-free to ``rings[i][-1]``; everything else happens under ``lock``:
     the slow path (:meth:`slow_append`), the worker's :meth:`take` and :meth:`release`,
@@ -236,9 +237,17 @@ class Accumulator:
         size = len(line)
         if size > self.segment_bytes:
             self._make_room(size)
-            kept = self.backing.keep(index, line) if self.backing.durable else None
+            entry = Oversized(line, self.backing.keep(index, line) if self.backing.durable
+                              else None)
             self.oversized_bytes += size
-            ring.append(Oversized(line, kept))
+            try:
+                ring.append(entry)
+            except BaseException:
+                # An exception raised after the append (a signal handler's) finds the line
+                # kept; one raised before it must not leave its bytes counted.
+                if ring[-1] is not entry:
+                    self.oversized_bytes -= size
+                raise
             return False
         segment = self._take_segment()
         moved = type(ring[-1]) is not Closed
@@ -257,7 +266,9 @@ class Accumulator:
     def _take_segment(self) -> Segment:
         if self._free:
             return self._free.pop()
-        if self._all and self.held_bytes() + self.segment_bytes > self.max_buffer_bytes:
+        # The first segment goes even past a bound smaller than itself, when nothing else is
+        # held (else nothing could ever be buffered); never beside lines kept apart.
+        if self.held_bytes() and self.held_bytes() + self.segment_bytes > self.max_buffer_bytes:
             self._reclaim()
             if self._free:
                 return self._free.pop()

@@ -65,6 +65,9 @@ def ensure_directory(path: str | os.PathLike[str]) -> Path:
 
 
 class _Writer:
+    """One stream's open spool file (its descriptor holds the file's ``flock``), and how many
+    bytes were written whole; used under the spool's lock."""
+
     __slots__ = ("fd", "offset", "path", "unsynced")
 
     def __init__(self, fd: int, path: Path) -> None:
@@ -234,6 +237,8 @@ def _write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class SpoolFile:
+    """A spool file found on disk for replay: the stream it is for and its path."""
+
     stream: str
     path: Path
 

@@ -105,6 +105,9 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class StreamMetrics:
+    """One stream's CloudWatch figures as ``status --metrics`` prints them: each quota's peak
+    use, throttled records, worst freshness, lowest delivery success."""
+
     usage: dict[str, Usage]  # keys of QUOTAS
     throttled: float | None
     freshness_max: float | None

@@ -167,6 +167,9 @@ def _inputs(files: list[str]) -> Iterator[tuple[str, IO[bytes]]]:
 
 
 class _Run:
+    """One ``send`` command's progress: lines read, events put, bad lines, why it stopped;
+    used by the command's one thread."""
+
     def __init__(self, args: argparse.Namespace, buffer: FirehoseBuffer,
                  failures: _Failures) -> None:
         self.args = args

@@ -32,6 +32,9 @@ INCOMING_DIR = ".emulator-incoming"
 
 @dataclass(slots=True)
 class _Buffer:
+    """One stream's records accepted and not yet written to a delivered file (Firehose's
+    buffering hints), under the delivery's condition lock."""
+
     stream: str
     opened_wall: float
     opened_mono: float

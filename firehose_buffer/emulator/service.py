@@ -78,6 +78,9 @@ def _invalid(message: str) -> ApiError:
 
 
 class _Stream:
+    """One delivery stream of the emulator: its name, ARN and configuration, its throttle and
+    counters; owned by :class:`FirehoseService`, under its lock."""
+
     __slots__ = ("arn", "config", "counters", "created", "name", "own_quota", "throttle", "type")
 
     def __init__(

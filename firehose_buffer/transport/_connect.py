@@ -36,6 +36,9 @@ _MAX_CONNECT_ANSWER_BYTES = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Proxy:
+    """The proxy a transport's connections go through (``choose_proxy`` picks it from the
+    config or the environment)."""
+
     host: str
     port: int
     #: The proxy URL with its credentials masked, for messages.

@@ -22,6 +22,8 @@ _IDLE_EXIT_SECONDS = 5.0
 
 
 class _HasSock(Protocol):
+    """What the watchdog cuts off: anything holding the call's socket."""
+
     sock: socket.socket | None
 
 
@@ -38,6 +40,10 @@ class Armed:
 
 
 class Watchdog:
+    """Cuts off calls past their deadline: one thread per process (started by the first
+    ``arm``, gone after a few idle seconds) shuts the socket of a call whose whole deadline
+    passed, whatever read it is blocked in. Sender threads arm and disarm their calls."""
+
     def __init__(self) -> None:
         self._reset()
 
@@ -105,6 +111,8 @@ class Watchdog:
 
 
 class _NoConn:
+    """The connection a disarmed call points to: no socket, so nothing to cut off."""
+
     sock: socket.socket | None = None
 
 

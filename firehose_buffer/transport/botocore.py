@@ -185,6 +185,8 @@ def _remake(client: Any) -> FirehoseClient | None:
         # The same credentials object (refreshable ones keep refreshing), through the
         # session's public hook for where credentials come from.
         class _Inherited(CredentialProvider):
+            """The user's client's credentials, for the client remade in a forked child."""
+
             METHOD = "firehose-buffer-inherited"
 
             def load(self) -> Any:

@@ -1,4 +1,5 @@
-"""Hostile review of the core: interleavings a busy process can produce, replayed on purpose.
+"""Interleavings a busy process can produce, replayed on purpose: a producer sealing a segment
+while the worker gathers, flushes the worker merges, close() from the worker's own thread.
 
 CPython may switch threads wherever a loop jumps back or a call is made, so a worker can be
 paused at any of those points while producers run. Some of these tests make such a pause
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support import wait_for
 
 from firehose_buffer import BufferConfig, FirehoseBuffer, Quota
 from firehose_buffer._core.scheduler import Scheduler
@@ -103,24 +105,16 @@ class Gates:
         return local
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
 # -- 1. a segment sealed while the worker is gathering ---------------------------------------
 
 
 def test_a_segment_sealed_during_a_tick_is_not_sent_twice(firehose: LocalFirehose) -> None:
     """The worker takes the sealed segments (``acc.take``), scans them, then reads the
-    stream's current segment. A producer that seals that current segment in between (the
-    scan loops give CPython room to switch) leaves the worker holding a span of a segment
-    that is then handed over sealed as well: the next tick opens a second span for the
-    same segment and scans it from byte 0, so its lines become records twice. Nothing
-    counts them as possible duplicates, and ``events_put`` counts them twice."""
+    stream's current segment. A producer may seal that current segment in between (the scan
+    loops give CPython room to switch), so the segment the worker holds a span of is handed
+    over sealed at the next tick as well. Each event must still be delivered once and
+    counted once in ``events_put``: scanning that segment again from byte 0 would send its
+    lines twice, counted nowhere as possible duplicates."""
     config = BufferConfig(
         streams=(STREAM,), partition_key="k", endpoint_url=firehose.endpoint_url,
         region="us-east-1", quota=ROOMY, linger_seconds=0.2,
@@ -169,10 +163,11 @@ def test_a_segment_sealed_during_a_tick_is_not_sent_twice(firehose: LocalFirehos
 def test_every_caller_of_concurrent_flushes_gets_its_own_result(
     firehose: LocalFirehose,
 ) -> None:
-    """Two flush() calls that reach the worker in the same tick are merged: the worker marks
-    only the newer generation. The older caller then finds no mark of its own and answers
-    with whatever is pending at that moment: ``delivered=0`` although its events were
-    delivered, and falsy as soon as anybody has put an event since."""
+    """Two flush() calls that reach the worker in the same tick are marked together. Each
+    caller must get the result of its own flush: truthy, with its events counted delivered,
+    whatever was put after it. An older caller answered with whatever is pending at that
+    moment would read ``delivered=0`` although its events were delivered, and a falsy
+    result as soon as anybody put an event since."""
     config = BufferConfig(
         streams=(STREAM,), endpoint_url=firehose.endpoint_url, region="us-east-1",
         quota=ROOMY, linger_seconds=30.0,
@@ -196,11 +191,11 @@ def test_every_caller_of_concurrent_flushes_gets_its_own_result(
             before_tick.wait_paused()
             older = threading.Thread(target=flush, args=("older",))
             older.start()
-            _wait_for(lambda: buf._engine.scheduler.flushes.requested >= 2, 5.0, "the older flush")
+            wait_for(lambda: buf._engine.scheduler.flushes.requested >= 2, 5.0, "the older flush")
             buf.put({"who": "b"})
             newer = threading.Thread(target=flush, args=("newer",))
             newer.start()
-            _wait_for(lambda: buf._engine.scheduler.flushes.requested >= 3, 5.0, "the newer flush")
+            wait_for(lambda: buf._engine.scheduler.flushes.requested >= 3, 5.0, "the newer flush")
             after_newer_flush.armed = True
             before_tick.resume.set()
             after_newer_flush.wait_paused()
@@ -265,8 +260,9 @@ def test_flushes_from_many_threads_are_all_truthy_while_producers_write(
 
 def test_close_from_on_failure_leaves_no_thread_running(tmp_path: Path) -> None:
     """close() called from on_failure (the worker thread) asks the worker to stop and
-    returns; the worker then ends, but nothing ever stops the sender threads (only a
-    close() from another thread calls ``stop_senders``), nor closes the transport."""
+    returns; once the worker ends, the close is finished on its thread: the sender threads
+    stop and the transport is closed, as after a close() from any other thread, so no
+    thread of the buffer is left running."""
     with LocalFirehose(streams=["present"], data_dir=tmp_path / "d") as fh:
         closed: list[object] = []
         holder: list[FirehoseBuffer] = []
@@ -280,7 +276,7 @@ def test_close_from_on_failure_leaves_no_thread_running(tmp_path: Path) -> None:
         ))
         holder.append(buf)
         buf.put({"a": 1})  # its stream does not exist: a 4xx, then on_failure
-        _wait_for(lambda: bool(closed), 10.0, "on_failure to close the buffer")
+        wait_for(lambda: bool(closed), 10.0, "on_failure to close the buffer")
         worker = buf._worker.thread
         assert worker is not None
         worker.join(5.0)

@@ -1,6 +1,9 @@
-"""``possible_duplicates`` counts events that may really have been stored twice: those of a
-call whose answer was lost after the request reached the service. Calls that never left the
-client, and requests the server never read, cannot have landed.
+"""``possible_duplicates``: consumers size their deduplication by it, so it must count every
+event that may really have been stored twice, and not many more.
+
+Counted: events resent after an answer that was lost once the request reached the service,
+or that did not say which records were stored. Not counted: calls that never left the client,
+requests the server never read.
 
 The server (``hostile_server``) counts the requests it read in full and those it reset
 before reading a byte, and stores every line it accepts, so real duplicates are known.
@@ -8,11 +11,16 @@ before reading a byte, and stores every line it accepts, so real duplicates are 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
+import orjson
 import pytest
+from botocore.config import Config
 from hostile_server import Answer, Behaviour, HostileFirehose
+from support import wait_for
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
 
@@ -41,9 +49,9 @@ def test_calls_still_queued_at_close_are_not_possible_duplicates(
 ) -> None:
     """Ten streams each with a batch ready, one call at a time (``max_concurrent_requests=1``),
     a slow service, and close(1.0): one request reached the server, the other nine batches
-    were still waiting for a sender when close() gave up. Only the first may have landed.
-    Today every batch handed to the senders counts as possibly stored, so the user is told
-    to expect ten times the duplicates there can be."""
+    were still waiting for a sender when close() gave up. Only the first may have landed;
+    counting every batch handed to the senders would tell the user to expect ten times the
+    duplicates there can be."""
     buffer = FirehoseBuffer(BufferConfig(
         streams=STREAMS, router=_to_stream, endpoint_url=slow_firehose.endpoint_url,
         region="us-east-1", max_concurrent_requests=1, linger_seconds=0.05,
@@ -78,6 +86,8 @@ def test_a_keep_alive_connection_the_server_closed_is_not_reused(
         for seq in range(10):
             buffer.put({"round": 1, "seq": seq})
         assert buffer.flush(10.0)
+        # The server has closed it (as an idle timeout does, a while before the next call).
+        wait_for(lambda: firehose.open_connections() == 0, 5.0, "the server to close")
         for seq in range(10):
             buffer.put({"round": 2, "seq": seq})
         assert buffer.flush(10.0)
@@ -89,3 +99,41 @@ def test_a_keep_alive_connection_the_server_closed_is_not_reused(
     assert len(lines) == len(set(lines)) == 20
     assert len(peers) == 2 and peers[0] != peers[1], "the closed connection was reused"
     assert stats.possible_duplicates == 0
+
+
+def _buffer(firehose: HostileFirehose, transport: str) -> FirehoseBuffer:
+    config = BufferConfig(streams=STREAMS[:1], endpoint_url=firehose.endpoint_url,
+                          region="us-east-1", linger_seconds=0.05,
+                          retry_initial_backoff_seconds=0.01, retry_max_backoff_seconds=0.05)
+    if transport == "lean":
+        return FirehoseBuffer(config)
+    client = boto3.client("firehose", endpoint_url=firehose.endpoint_url,
+                          region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          config=Config(retries={"total_max_attempts": 1}))
+    return FirehoseBuffer(config, client=client)
+
+
+@pytest.mark.parametrize("transport", ["lean", "boto3"])
+def test_a_success_answer_without_record_ids_counts_the_resent_events(
+    firehose: HostileFirehose, transport: str,
+) -> None:
+    """The endpoint stores a call's records, then answers 200 with entries that carry
+    neither RecordId nor ErrorCode (only a non-conforming endpoint does: a proxy, an
+    emulator, a future API change). The buffer resends them (right: it cannot know they
+    landed) and the endpoint stores them again; every one of those duplicates must be
+    counted in possible_duplicates, as README promises for such resends."""
+    firehose.script(Answer(Behaviour.NO_IDS, store=True))
+    with _buffer(firehose, transport) as buf:
+        for n in range(300):
+            buf.put({"n": n, "pad": "d" * 100})
+        assert buf.flush(10)
+        stats = buf.stats()
+    stored = Counter(orjson.loads(line)["n"] for line in firehose.lines(STREAMS[0]))
+    assert set(stored) == set(range(300))
+    duplicates = sum(times - 1 for times in stored.values())
+    assert firehose.scripted_calls() and duplicates > 0, "the scripted answer never came"
+    assert stats.possible_duplicates >= duplicates, (
+        f"{duplicates} events were stored twice, possible_duplicates="
+        f"{stats.possible_duplicates}"
+    )

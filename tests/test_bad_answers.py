@@ -1,4 +1,5 @@
-"""A hostile Firehose must not jam a stream: regression tests for the hardening issue, items 1-2.
+"""A bad answer must not jam a stream: a malformed HTTP 200, an answer trickled a byte at a
+time, a reset after storing, or no answer at all.
 
 Each test points a real buffer (real botocore, real HTTP) at :mod:`tests.hostile_server` on
 127.0.0.1, lets the first call get a bad answer, and checks what a user sees: the stream keeps
@@ -8,7 +9,6 @@ counted as possible duplicates, and ``flush()`` returns within its timeout.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,11 +33,7 @@ def server() -> Iterator[HostileFirehose]:
         yield hostile
 
 
-
 def _config(server: HostileFirehose, on_failure: Reported, **extra: Any) -> BufferConfig:
-    fields = {f.name for f in dataclasses.fields(BufferConfig) if f.init}
-    # The overall deadline of one call is new with the fix: use it where it exists.
-    optional = {"call_timeout_seconds": 2.0}
     return BufferConfig(
         streams=(STREAM,),
         endpoint_url=server.endpoint_url,
@@ -48,8 +44,8 @@ def _config(server: HostileFirehose, on_failure: Reported, **extra: Any) -> Buff
         connect_timeout_seconds=1.0,
         read_timeout_seconds=1.0,
         record_ttl_seconds=60.0,
+        call_timeout_seconds=2.0,
         on_failure=on_failure,
-        **{k: v for k, v in optional.items() if k in fields},
         **extra,
     )
 
@@ -113,10 +109,10 @@ def _assert_kept_every_promise(
 def test_malformed_200_answer_does_not_jam_the_stream(
     server: HostileFirehose, behaviour: Behaviour,
 ) -> None:
-    """Issue item 1: a malformed HTTP 200 answer (RequestResponses with null, numeric or string
-    entries, not a list, the wrong length, a body that is not JSON) must become a retry with
-    the records counted as possible duplicates; no exception may end a sender thread and jam
-    its stream until close()."""
+    """A malformed HTTP 200 answer (RequestResponses with null, numeric or string entries, not
+    a list, the wrong length, a body that is not JSON) becomes a retry with the records
+    counted as possible duplicates; no exception ends a sender thread and jams its stream
+    until close()."""
     buffer, reported, results = _put_flush_twice(server, Answer(behaviour, store=True))
     try:
         _assert_kept_every_promise(server, buffer, reported, results)
@@ -125,10 +121,10 @@ def test_malformed_200_answer_does_not_jam_the_stream(
 
 
 def test_trickled_answer_does_not_jam_the_stream(server: HostileFirehose) -> None:
-    """Issue item 2: headers then a body trickled a byte every 0.4 s (inside the 1 s read
-    timeout, so no single read ever times out) must not hold the stream: a call needs an
-    overall deadline, past which the batch is retried (possible duplicates) and the connection
-    dropped. Here the stream must be delivering again within the flush timeout."""
+    """Headers then a body trickled a byte every 0.4 s (inside the 1 s read timeout, so no
+    single read ever times out) do not hold the stream: past the call's overall deadline the
+    batch is retried (possible duplicates) and the connection dropped, and the stream is
+    delivering again within the flush timeout."""
     buffer, reported, results = _put_flush_twice(server, Answer(Behaviour.TRICKLE, store=True))
     try:
         _assert_kept_every_promise(server, buffer, reported, results)
@@ -140,8 +136,8 @@ def test_trickled_answer_does_not_jam_the_stream(server: HostileFirehose) -> Non
 def test_reset_or_silent_server_does_not_jam_the_stream(
     server: HostileFirehose, behaviour: Behaviour,
 ) -> None:
-    """Issue items 1-2 (companions): a connection reset after storing, or no answer at all,
-    becomes a retry counted as possible duplicates, and the stream goes on delivering."""
+    """A connection reset after storing, or no answer at all, becomes a retry counted as
+    possible duplicates, and the stream goes on delivering."""
     buffer, reported, results = _put_flush_twice(server, Answer(behaviour, store=True))
     try:
         _assert_kept_every_promise(server, buffer, reported, results)
@@ -152,9 +148,9 @@ def test_reset_or_silent_server_does_not_jam_the_stream(
 def test_close_after_a_malformed_answer_reports_nothing_as_undelivered(
     server: HostileFirehose,
 ) -> None:
-    """Issue item 1: today the jammed stream's events, including those the service stored,
-    are all reported ``closed_before_delivery`` at close(). With the stream kept alive, a
-    close() after one malformed answer delivers everything and reports nothing."""
+    """A close() after one malformed answer delivers everything and reports nothing: a
+    stream jammed by that answer would instead report all its events, those the service
+    stored included, as ``closed_before_delivery``."""
     server.script(Answer(Behaviour.NULL_ENTRIES, store=True))
     reported = Reported()
     buffer = FirehoseBuffer(_config(server, reported))

@@ -1,5 +1,4 @@
-"""A fork never shares pooled connections, whatever client the user passed: regression test
-for the hardening issue, item 6.
+"""A fork never shares pooled connections, whatever client the user passed.
 
 A child Python process (so that the test process itself never forks) builds a buffer with a
 plain ``client=`` (a boto3 client made with ``endpoint_url`` to a Firehose on 127.0.0.1),
@@ -105,10 +104,10 @@ def _process(who: str) -> str:
 def test_fork_with_a_plain_client_shares_no_connection(
     firehose: HostileFirehose, tmp_path: Path,
 ) -> None:
-    """Issue item 6: after a fork with a plain ``client=``, parent and child wrote on the same
-    pooled connections: the child's events failed (SerializationException or a bare 400,
-    taken as permanent) in some runs, and once the parent's. The child must never use the
-    parent's pooled connections; both deliver everything, nothing fails."""
+    """A plain ``client=`` whose pool is warm, then three forks: parent and child never write
+    on the same pooled connection (two processes' requests interleaved on one socket fail
+    as SerializationException or a bare 400, taken as permanent, in some runs). Both
+    deliver everything, nothing fails."""
     out_dir = tmp_path / "children"
     out_dir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": "testing",
