@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Sequence
 
-from firehose_buffer.transport.lean import build_body
+from firehose_buffer._service.firehose import FIREHOSE
 
 STREAM = "floor-0"
 _PIECE = 64 * 1024
@@ -88,6 +88,6 @@ def encrypt_ns_per_byte(records: Sequence[bytes], calls: int = 5) -> tuple[float
     cipher. Added to the b64+sha256 floor, measured apart: timed together, the two share
     (or do not) the pages of freed 5 MB buffers, and the sum came out below its part."""
     pair = TlsPair()
-    body = build_body(STREAM, records)
+    body = FIREHOSE.build_body(STREAM, records)
     pair.encrypt(body)  # warm
     return encrypt_seconds(pair, body, calls) * 1e9 / sum(map(len, records)), pair.cipher

@@ -18,8 +18,9 @@ from contextlib import contextmanager
 import orjson
 
 from firehose_buffer import BufferConfig, Quota
+from firehose_buffer._service.firehose import FIREHOSE
 from firehose_buffer.transport import BotocoreTransport, Outcome
-from firehose_buffer.transport.lean import LeanTransport, build_body
+from firehose_buffer.transport.lean import LeanTransport
 
 from .client import make_client
 from .emulator_proc import AWS_ENV, EmulatorProcess
@@ -107,7 +108,7 @@ def run(quick: bool) -> list[Row]:
             "floor": _floor_once,
         }
         for name, records in shapes.items():
-            body = build_body(STREAM, records)
+            body = FIREHOSE.build_body(STREAM, records)
             measures["encrypt"] = lambda r, body=body: _encrypt_once(body, pair)
             for measure in measures.values():
                 for _ in range(2):
