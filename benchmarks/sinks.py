@@ -56,7 +56,6 @@ def null_buffer(streams: int = 1) -> tuple[FirehoseBuffer, NullTransport]:
     that outruns the worker waits for room, as it would in production)."""
     sink = NullTransport()
     config = BufferConfig(streams=tuple(f"bench-{i}" for i in range(streams)), quota=UNLIMITED)
-    buffer = FirehoseBuffer(config, NullClient())
-    # A benchmark-only hook: the seam every transport plugs into, with nothing behind it.
-    buffer._transport = buffer._worker.transport = sink
+    # The seam every transport plugs into, with nothing behind it.
+    buffer = FirehoseBuffer(config, transport=sink)
     return buffer, sink
