@@ -160,7 +160,7 @@ def slope(points: list[tuple[float, int]]) -> float:
 def event_pool(kind: str, count: int, seed: int) -> list[dict[str, Any]]:
     if kind == "tracking":
         return tracking_events.mixed(count, seed=seed)
-    return events.mixed(count, seed=seed)  # type: ignore[return-value]
+    return events.mixed(count, seed=seed)
 
 
 def run(endpoint: str, streams: list[str], quota: Quota, compression: str | None, *,

@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from firehose_buffer import BufferConfig
-from firehose_buffer._core.scheduler import Batch, Scheduler, compress_runs, compressor_for
+from firehose_buffer._core.records import Batch
+from firehose_buffer._core.scheduler import Scheduler, compress_runs, compressor_for
 from firehose_buffer.transport import Outcome
 
 
@@ -36,6 +37,10 @@ class SimResult:
     requests_sent: int
     simulated_seconds: float
     ticks: int
+
+
+def _clock_at(now: float) -> Callable[[], float]:
+    return lambda: now
 
 
 def simulate(
@@ -95,7 +100,7 @@ def simulate(
                 heapq.heappush(sent, (now + rtt, id(batch), batch))
             if tick.runs:
                 assert compressor is not None
-                failed = compress_runs(scheduler, compressor, tick.runs, lambda t=now: t,
+                failed = compress_runs(scheduler, compressor, tick.runs, _clock_at(now),
                                        contextlib.nullcontext())
                 if failed:
                     raise RuntimeError(f"compressing failed {len(failed)} records")
