@@ -99,7 +99,10 @@ def check_imports(tree: Path) -> None:
     probe = ("import firehose_buffer, benchmarks, sys; "
              "print(firehose_buffer.__file__); print(benchmarks.__file__)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tree, env=_env(tree),
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{sys.executable} cannot import the {tree.name} tree's library "
+                           f"(its dependencies installed?):\n{done.stderr[-2000:]}")
     for path in done.stdout.split():
         if not Path(path).resolve().is_relative_to(tree.resolve()):
             raise RuntimeError(f"{tree}: imported {path} from outside the tree")

@@ -188,15 +188,14 @@ def _share_text(where: dict[str, Any], total_per_4kb: float) -> str:
     parts = [f"{k} {v / total_per_4kb:.0%}" for k, v in per.items()
              if total_per_4kb and v / total_per_4kb >= 0.005]
     phases = where["sender_phases"]
-    senders = per.get("senders", 0.0)
     send_faults = phases.get("send (whole call)", 0)
-    text = "by thread: " + ", ".join(parts)
+    text = f"{where['faults']} faults; by thread: " + ", ".join(parts)
     if send_faults:
-        text += (f"; senders' faults in building the body {phases.get('body', 0) / send_faults:.0%}"
-                 f" (base64 {where['body_base64'] / send_faults:.0%}, join "
+        text += (f"; of the senders' {send_faults} in calls, building the body "
+                 f"{phases.get('body', 0) / send_faults:.0%} (base64 "
+                 f"{where['body_base64'] / send_faults:.0%}, join "
                  f"{where['body_join'] / send_faults:.0%})")
-    if senders and where["producers_inside_put"]:
-        text += f"; producers inside put() {where['producers_inside_put']} faults"
+    text += f"; producers' inside put(): {where['producers_inside_put']}"
     return text
 
 
