@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from firehose_buffer import BufferConfig, BufferFullError, FirehoseBuffer, Quota
-from firehose_buffer.transport import Outcome, Transport
+from firehose_buffer.transport import Outcome, Transport, make_transport
 
 from .emulator_proc import proc_cpu_seconds
 from .events import PUT_NS_FIELD, fixed_size
@@ -100,10 +100,9 @@ def run_load(endpoint: str, quota: Quota, steps: list[tuple[float, float]], *, s
     )
     base = fixed_size(4000, size, seed=11, stamped=True)
     rss_before = peak_rss_kb()
-    buffer = FirehoseBuffer(config)
-    # The buffer's own transport, observed (a benchmark-only hook, not an API).
-    client = FreshnessProbe(buffer._transport)
-    buffer._transport = buffer._worker.transport = client
+    # The transport the buffer would make itself (the lean one), observed.
+    client = FreshnessProbe(make_transport(config))
+    buffer = FirehoseBuffer(config, transport=client)
     latencies: list[list[int]] = [[] for _ in range(threads)]
     put_counts = [0] * threads
     refused = [0] * threads

@@ -14,7 +14,12 @@ workers (4 producer processes bursting on the same 4 streams: drain time against
 compression (compressed records per codec and level on tracking-like and worst-case events:
 ratio, bill, CPU per byte, cut waste, page faults), durable (durable segments: put() CPU and
 page faults against memory mode, the threads' CPU added at 16 MB/s, 100+ random kills of a
-producing process recovered by another, the recovery scan).
+producing process recovered by another, the recovery scan), compressed_e2e (the compression
+issue's goals end to end: billed/raw per codec and rate, streams for a 16 MB/s peak, CPU per
+raw byte and page faults at 16 MB/s against no compression, no loss under injected faults).
+
+Not run unless named with --only: compare (``benchmarks/compare.py``: hot_path, packer, cost
+and end_to_end of a baseline revision's tree and of this one, interleaved, before/after).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from benchmarks import (  # noqa: E402  (the path above makes the package import
     asyncio_close,
     botocore_profile,
     coldstart,
+    compare,
+    compressed_e2e,
     compressed_records,
     cost,
     durable,
@@ -67,7 +74,11 @@ GROUPS: dict[str, Callable[[bool], list[Row]]] = {
     "workers": workers.run,
     "compression": compressed_records.run,
     "durable": durable.run,
+    "compressed_e2e": compressed_e2e.run,
+    "compare": compare.run,
 }
+#: Groups that run only when named: too long for the default run (or CI's --quick).
+ON_REQUEST = {"compare"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated groups of {list(GROUPS)}")
     args = parser.parse_args(argv)
     os.environ.update(AWS_ENV)
-    chosen = [g.strip() for g in args.only.split(",") if g.strip()] or list(GROUPS)
+    chosen = [g.strip() for g in args.only.split(",") if g.strip()] or [
+        g for g in GROUPS if g not in ON_REQUEST]
     unknown = set(chosen) - set(GROUPS)
     if unknown:
         parser.error(f"unknown groups {sorted(unknown)}; known: {list(GROUPS)}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import sys
 import time
@@ -37,7 +38,8 @@ def _producer(endpoint: str, nbytes: int, aimd: dict[str, float], start: Any,
               out: Any) -> None:
     os.environ.update(AWS_ENV)
     # Imported here: a spawned producer pays its own imports, like a fresh worker.
-    from firehose_buffer import BufferConfig, FirehoseBuffer, ratelimit  # noqa: PLC0415
+    from firehose_buffer import BufferConfig, FirehoseBuffer  # noqa: PLC0415
+    from firehose_buffer._core import ratelimit  # noqa: PLC0415
 
     if aimd:
         defaults = dict(zip(("floor", "decrease", "increase_per_second", "cooldown"),
@@ -69,6 +71,22 @@ def _producer(endpoint: str, nbytes: int, aimd: dict[str, float], start: Any,
                         "requests": stats.requests_sent, "samples": samples}))
 
 
+def _next_result(out: Any, procs: list[Any], deadline: float) -> str:
+    """The next producer's answer; fails at once when a producer died without one (a crash
+    in a child must not hold the run for the whole deadline)."""
+    while True:
+        try:
+            result: str = out.get(timeout=1.0)
+            return result
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"{len(dead)} producer(s) exited with {dead[0].exitcode} "
+                                   "(their traceback is above)") from None
+            if time.monotonic() > deadline:
+                raise
+
+
 def measure(producers: int, nbytes: int, aimd: dict[str, float]) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     with EmulatorProcess(STREAMS, "standard") as emulator:
@@ -80,7 +98,8 @@ def measure(producers: int, nbytes: int, aimd: dict[str, float]) -> dict[str, An
             p.start()
         time.sleep(2.0)  # every producer imported and built its buffer
         start.set()
-        results = [json.loads(out.get(timeout=700)) for _ in procs]
+        results = [json.loads(_next_result(out, procs, deadline=time.monotonic() + 700))
+                   for _ in procs]
         for p in procs:
             p.join(30)
     return {"results": results,
