@@ -28,13 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from firehose_buffer._core.routing import Router
-from firehose_buffer._core.scheduler import (
-    Batch,
-    Failure,
-    Scheduler,
-    compress_runs,
-    compressor_for,
-)
+from firehose_buffer._core.runs import compress_runs, compressor_for
+from firehose_buffer._core.scheduler import Batch, Failure, Scheduler
 from firehose_buffer.config import BufferConfig
 from firehose_buffer.transport import Outcome
 

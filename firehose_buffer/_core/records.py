@@ -139,7 +139,7 @@ class Tick:
     #: within ``TICK_SECONDS``; once they stop it sleeps, and the next put() wakes it.
     arrived: int = 0
     #: Lines to compress into records (with ``compression``), then hand back through
-    #: :meth:`Scheduler.compressed`; the worker ticks again once they are records.
+    #: :func:`.runs.compress_runs`; the worker ticks again once they are records.
     runs: list[Run] = field(default_factory=list)
 
     @property

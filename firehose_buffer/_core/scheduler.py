@@ -13,12 +13,9 @@ only where a stream is full or due, and streams with nothing new are skipped.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 from tenacity import RetryCallState, wait_random_exponential
 
@@ -33,20 +30,16 @@ from .packing import cut_lines, take_batch
 from .ratelimit import StreamLimiter
 from .records import Batch, Failure, Record, SegmentRef, Source, Tick
 from .routing import Router
-from .runs import Run
+from .runs import FIRST_RATIO, Run, pack_runs, staged_wire
+from .streams import DEADLINE_MARGIN, FORCED_CUT_SLACK, Span, StreamState
 
 if TYPE_CHECKING:
-    from .compression import Compressed, Compressor
+    pass
 
 #: How often the worker looks for new lines while producers are writing. put() wakes the
 #: worker only when it sleeps (a flag read; waking costs a system call); this bounds how
 #: late a full record is noticed.
 TICK_SECONDS = 0.01
-#: A forced cut (linger) also takes lines this fraction of linger younger than the deadline,
-#: so a stream with steady traffic sends about two records per linger period, not one per tick.
-FORCED_CUT_SLACK = 0.5
-#: Wake a little before a linger deadline so scheduling delay does not push an event past it.
-DEADLINE_MARGIN = 0.05
 #: Keyless remainders up to this size join the sticky stream instead of leaving alone at
 #: linger: a small record wastes up to 5 KB of billing, a share that matters below tens of
 #: KB. Longer ones stay: cut now, they would be one more indivisible record in the
@@ -58,65 +51,10 @@ MERGE_TAIL_AGE = 0.5
 #: A tick this much later than planned means the process did not run (SIGSTOP, a frozen
 #: Lambda environment): that time does not count against record_ttl_seconds.
 FREEZE_SECONDS = 1.0
-#: A stream is handed out for compressing once its staged lines are estimated to compress to
-#: this many records: enough that one full record comes out however the estimate errs.
-FULL_RUN_RECORDS = 1.25
-#: A run holds at most this many records' worth of lines (by the estimate): one call of the
-#: compressor, never more than a PutRecordBatch or two.
-MAX_RUN_RECORDS = 4
-#: The compression ratio assumed before any record was compressed (raw / wire).
-FIRST_RATIO = 2.0
 #: The least a quota wait lasts: a token shortfall of a rounding error (1e-16 of a request)
 #: would otherwise ask to be woken at ``now`` itself, and a clock that has not moved since
 #: (simulated time, a coarse system clock) would spin on the same tick.
 MIN_QUOTA_WAIT = 1e-6
-
-
-@dataclass(slots=True, eq=False)
-class _Span:
-    """One segment's lines for a stream, from the first not yet in a record."""
-
-    segment: Segment
-    ends: list[int] = field(default_factory=list)
-    first: int = 0
-    base: int = 0
-    scanned: int = 0
-    sealed: bool = False
-    #: (index of the first line of a group, TTL-clock time the worker first saw it)
-    stamps: deque[tuple[int, float]] = field(default_factory=deque)
-
-
-@dataclass(slots=True, eq=False)
-class StreamState:
-    """One delivery stream as the scheduler sees it: lines not yet in records, records
-    waiting, the call in flight, retries, and its rate limiter."""
-
-    index: int
-    name: str
-    limiter: StreamLimiter
-    spans: deque[_Span] = field(default_factory=deque)
-    ready: deque[Record] = field(default_factory=deque)
-    retry: list[tuple[float, int, Record]] = field(default_factory=list)
-    in_flight: Batch | None = None
-    staged_bytes: int = 0
-    staged_events: int = 0
-    #: Compressed records are written into this segment (taken from the accumulator's
-    #: pool, so the memory bound covers them); a new one when a record does not fit.
-    wire: Segment | None = None
-    #: Staged bytes when a run came back with no full record: not handed out again as
-    #: full until there are more.
-    run_floor: int = 0
-    quota_wake: float | None = None
-    records_sent: int = 0
-    bytes_sent: int = 0
-    throttled_records: int = 0
-
-    @property
-    def backlog_bytes(self) -> int:
-        """Bytes waiting for this stream (staged, ready, retrying; not in flight): what
-        routing weighs."""
-        return (self.staged_bytes + sum(r.wire for r in self.ready)
-                + sum(item[2].wire for item in self.retry))
 
 
 class _Attempt:
@@ -218,7 +156,7 @@ class Scheduler:
                 self._merge_tails(ttl_now)
         runs: list[Run] = []
         if self.compressing and abandon is None:
-            runs = self._pack_runs(ttl_now, everything=everything or flush is not None)
+            runs = pack_runs(self, ttl_now, everything=everything or flush is not None)
         else:
             self._pack(ttl_now, everything=everything or flush is not None)
         if flush is not None:
@@ -302,14 +240,14 @@ class Scheduler:
             self._gather_stream(self.streams[sticky], oldest)
 
     @staticmethod
-    def _span_for(s: StreamState, segment: Segment) -> _Span:
+    def _span_for(s: StreamState, segment: Segment) -> Span:
         if s.spans and s.spans[-1].segment is segment and not s.spans[-1].sealed:
             return s.spans[-1]
-        span = _Span(segment)
+        span = Span(segment)
         s.spans.append(span)
         return span
 
-    def _scan(self, s: StreamState, span: _Span, end: int, stamp: float) -> int:
+    def _scan(self, s: StreamState, span: Span, end: int, stamp: float) -> int:
         pos = span.scanned
         if end <= pos:
             return 0
@@ -384,7 +322,7 @@ class Scheduler:
     def _maybe_move_on(self, now: float) -> None:
         """Keyless: once the sticky stream has had a record's worth, move to another."""
         s = self.streams[self.router.sticky]
-        if self._staged_wire(s) >= self.config.record_target_bytes or (
+        if staged_wire(self, s) >= self.config.record_target_bytes or (
             not self.compressing and s.staged_events >= self.config.max_events_per_record
         ):
             headroom = [st.limiter.affordable_bytes(now) - st.backlog_bytes
@@ -446,7 +384,7 @@ class Scheduler:
                     if segment.open_records == 0:
                         self.acc.release(segment)
 
-    def _cut(self, s: StreamState, span: _Span, must: int, target: int, max_events: int) -> None:
+    def _cut(self, s: StreamState, span: Span, must: int, target: int, max_events: int) -> None:
         cuts = cut_lines(span.ends, span.first, span.base, must, target, max_events)
         if not cuts:
             return
@@ -471,183 +409,6 @@ class Scheduler:
         s.staged_bytes -= made_bytes
         span.first = first
         span.base = base
-
-    # -- compressed records ---------------------------------------------------------------
-
-    def _staged_wire(self, s: StreamState) -> float:
-        """What the staged lines would weigh on the wire (compressed: by the ratio so far)."""
-        return s.staged_bytes / self.ratio if self.compressing else s.staged_bytes
-
-    def _pack_runs(self, ttl_now: float, *, everything: bool) -> list[Run]:
-        """With compression: the streams whose staged lines must leave, or would fill a
-        record, handed out as runs (nothing is consumed until :meth:`compressed`)."""
-        cfg = self.config
-        target = cfg.record_target_bytes
-        due_after = cfg.linger_seconds * (1 - DEADLINE_MARGIN)
-        cutoff = ttl_now - cfg.linger_seconds * (1 - FORCED_CUT_SLACK)
-        runs: list[Run] = []
-        for s in self.streams:
-            if not s.staged_events:
-                continue
-            full = self._staged_wire(s) >= target * FULL_RUN_RECORDS and (
-                s.staged_bytes > s.run_floor)
-            spans = [sp for sp in s.spans if sp.first < len(sp.ends)]
-            # Any span's: a merged remainder keeps its age in a later segment.
-            due = min(sp.stamps[0][1] for sp in spans) + due_after <= ttl_now
-            if not (everything or full or due):
-                continue
-            run = self._run(s, spans, target * MAX_RUN_RECORDS * self.ratio)
-            if everything:
-                run.must = s.staged_events
-            elif due:
-                run.must = self._due_lines(spans, cutoff)
-            runs.append(run)
-        return runs
-
-    @staticmethod
-    def _due_lines(spans: list[_Span], cutoff: float) -> int:
-        """How many staged lines must leave for every line first seen at or before
-        ``cutoff`` to leave (lines leave in order, so the earlier ones go too)."""
-        count = 0
-        must = 0
-        for span in spans:
-            stamps = list(span.stamps)
-            for i, (_, t) in enumerate(stamps):
-                if t <= cutoff:
-                    last = stamps[i + 1][0] if i + 1 < len(stamps) else len(span.ends)
-                    must = count + max(0, last - span.first)
-            count += len(span.ends) - span.first
-        return must
-
-    @staticmethod
-    def _run(s: StreamState, spans: list[_Span], max_raw: float) -> Run:
-        """The stream's staged lines, oldest first, up to about ``max_raw`` bytes."""
-        views: list[memoryview] = []
-        pieces: list[Source] = []
-        offsets: list[int] = []
-        ends: list[int] = []
-        stamps: list[tuple[int, float]] = []
-        length = 0
-        for span in spans:
-            lines = span.ends[span.first:]
-            partial = ends and length + lines[-1] - span.base > max_raw
-            if partial:
-                cut = bisect_right(lines, span.base + int(max_raw) - length)
-                if not cut:
-                    break
-                lines = lines[:cut]
-            start, end = span.base, lines[-1]
-            first = len(ends)
-            for k, t in span.stamps:
-                stamps.append((max(0, k - span.first) + first, t))
-            views.append(span.segment.view[start:end])
-            pieces.append((span.segment, start, end))
-            offsets.append(length)
-            ends.extend(e - start + length for e in lines)
-            length += end - start
-            if partial or length >= max_raw:
-                break  # lines leave in order: none after those left behind
-        stamps = [(k, t) for k, t in stamps if k < len(ends)]
-        return Run(s.index, views, pieces, offsets, ends, 0, stamps)
-
-    def compressed(self, run: Run, result: Compressed, now: float,
-                   failures: list[Failure]) -> int:
-        """A run came back compressed: its records become ready, the lines they hold are
-        consumed (and a line no record of this codec can hold fails, into ``failures``); the
-        rest stay staged. Returns how many lines were consumed. Call :meth:`runs_done` once
-        every run of a tick is back."""
-        s = self.streams[run.stream]
-        line = 0
-        for frame, count in zip(result.records, result.lines, strict=True):
-            data, wire = self._store(s, frame)
-            sources = run.sources(line, line + count - 1)
-            raw = run.ends[line + count - 1] - (run.ends[line - 1] if line else 0)
-            s.ready.append(self._record(data, count, run.born(line), sources, raw=raw,
-                                        wire=wire))
-            line += count
-        if not line and not result.oversize:
-            # Nothing full after all (the estimate erred): wait for more lines, or linger,
-            # before handing this stream out again.
-            s.run_floor = s.staged_bytes
-        if result.oversize:
-            # Incompressible and within a few hundred bytes of the record cap: no frame of
-            # this codec holds it. It is failed; the lines after it go on.
-            record = self._record(b"", 1, run.born(line), run.sources(line, line))
-            failures.append(self._fail(s, record, Reason.TOO_LARGE))
-            line += 1
-        self._consume(s, line)
-        return line
-
-    def run_for(self, stream: int, must: int) -> Run:
-        """The next run of a stream whose first ``must`` lines must leave now."""
-        s = self.streams[stream]
-        spans = [sp for sp in s.spans if sp.first < len(sp.ends)]
-        run = self._run(s, spans, self.config.record_target_bytes * MAX_RUN_RECORDS * self.ratio)
-        run.must = must
-        return run
-
-    def runs_done(self) -> None:
-        """Every run of the last tick is back (or dropped): mark a flush it was holding."""
-        if self._flush_after_runs is not None:
-            self._mark(self._flush_after_runs)
-            self._flush_after_runs = None
-
-    def _store(self, s: StreamState, frame: memoryview) -> tuple[memoryview | bytes,
-                                                                  Segment | None]:
-        """A compressed record's bytes, copied out of the compressor's buffer into the
-        stream's wire segment (memory reused from record to record), or into bytes of their
-        own when no segment can be had."""
-        size = len(frame)
-        seg = s.wire
-        if seg is None or len(seg) - seg.tell() < size:
-            if seg is not None:
-                seg.retired = True
-                if seg.open_records == 0:
-                    self.acc.release(seg)
-                s.wire = None
-            if size > self.acc.segment_bytes or self._durable:
-                # Durable segments hold lines for recovery; compressed bytes are not lines
-                # (and are made again from the lines after a death): kept apart instead.
-                seg = None
-            else:
-                try:
-                    seg = s.wire = self.acc.borrow()
-                except Full:
-                    seg = None
-            if seg is None:
-                with self.acc.lock:
-                    self.acc.oversized_bytes += size
-                return bytes(frame), None
-        start = seg.tell()
-        seg.write(frame)
-        return seg.view[start:start + size], seg
-
-    def _consume(self, s: StreamState, lines: int) -> None:
-        """The first ``lines`` staged lines of a stream are in records (or failed)."""
-        for span in s.spans:
-            if not lines:
-                break
-            pending = len(span.ends) - span.first
-            if not pending:
-                continue
-            take = min(lines, pending)
-            first = span.first + take
-            end = span.ends[first - 1]
-            s.staged_events -= take
-            s.staged_bytes -= end - span.base
-            span.first = first
-            span.base = end
-            stamps = span.stamps
-            while len(stamps) > 1 and stamps[1][0] <= first:
-                stamps.popleft()
-            lines -= take
-        for span in list(s.spans):
-            if span.sealed and span.first == len(span.ends):
-                s.spans.remove(span)
-                segment = span.segment
-                segment.retired = True
-                if segment.open_records == 0:
-                    self.acc.release(segment)
 
     def expired(self, r: Record, ttl_now: float) -> bool:
         """A record past record_ttl_seconds that has had at least one attempt (after a
@@ -944,48 +705,3 @@ class Scheduler:
                         count += 1
         return count
 
-
-def compressor_for(config: BufferConfig) -> Compressor:
-    """The compressor a worker keeps for ``config.compression`` (one per thread)."""
-    from .compression import Compressor  # noqa: PLC0415  (only with compression)
-
-    assert config.compression is not None
-    return Compressor(config.compression, config.compression_level)
-
-
-def compress_runs(
-    scheduler: Scheduler, compressor: Compressor, runs: Sequence[Run],
-    clock: Callable[[], float], lock: AbstractContextManager[Any],
-) -> list[Failure]:
-    """What the worker does with a tick's runs: compress each outside ``lock`` (zlib and
-    zstd release the GIL, so producers keep writing) and hand the result back under it at
-    once (the compressor's output is reused by its next call). The simulations call it too,
-    with no lock."""
-    config = scheduler.config
-    target = config.record_target_bytes
-    failures: list[Failure] = []
-    queue = list(runs)
-    try:
-        while queue:
-            run = queue.pop(0)
-            try:
-                result = compressor.compress(
-                    run.views, run.ends, target=target, limit=config.max_record_bytes,
-                    must=min(run.must, len(run.ends)), max_bytes=MAX_RUN_RECORDS * target,
-                    max_records=config.max_batch_records)
-            finally:
-                for view in run.views:
-                    view.release()
-            with lock:
-                # One estimate of the ratio, the compressor's, decides both when a stream
-                # would fill a record and when the compressor agrees it does.
-                scheduler.ratio = compressor.ratio
-                done = scheduler.compressed(run, result, clock(), failures)
-                if 0 < done < run.must:
-                    # One call stops at a few records' worth; lines that must leave now
-                    # (a flush, linger, closing) all leave before this tick is over.
-                    queue.insert(0, scheduler.run_for(run.stream, run.must - done))
-    finally:
-        with lock:
-            scheduler.runs_done()
-    return failures

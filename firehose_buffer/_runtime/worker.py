@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 
 from .._core.ledger import Reason
 from .._core.records import Failure
-from .._core.runs import Run
-from .._core.scheduler import compress_runs, compressor_for
+from .._core.runs import Run, compress_runs, compressor_for
 from .lifecycle import start_thread
 
 if TYPE_CHECKING:
