@@ -22,6 +22,8 @@ _ENV_SPECIAL = {
              f"`..._BYTES_PER_SECOND`, `..._RECORDS_PER_SECOND`",
     "router": "(code only)",
     "on_failure": "(code only)",
+    # The environment already has variables for proxies; from_env refuses a FIREHOSE_BUFFER_ one.
+    "proxies": "(code only; `None` reads `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`)",
 }
 
 
