@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from .._core.ledger import Reason
 from .._core.records import Failure
+from .._logs import RateLimitedLog
 from .._storage.spool import Spool
-from .logs import RateLimitedLog
 
 if TYPE_CHECKING:
     from .engine import Engine

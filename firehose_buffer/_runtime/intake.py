@@ -9,9 +9,9 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from .._logs import RateLimitedLog
 from .._storage.segments import Full, Segment
 from ..errors import BufferClosedError, BufferFullError
-from .logs import RateLimitedLog
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._runtime.logs import RateLimitedLog
+from .._logs import RateLimitedLog
 from ..errors import ConfigurationError
 
 log = logging.getLogger("firehose_buffer")

@@ -43,7 +43,7 @@ import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from .._runtime.logs import RateLimitedLog
+from .._logs import RateLimitedLog
 from .._service.firehose import FIREHOSE, MALFORMED
 from ..config import BufferConfig
 from ..errors import ConfigurationError
