@@ -76,3 +76,23 @@ def test_failures_reach_on_failure_as_plain_json_lines(tmp_path: Path) -> None:
     assert result.failed == len(events)
     assert sorted(e for e, _ in reported.events) == sorted(orjson.dumps(e) for e in events)
     assert {reason for _, reason in reported.events} == {"InvalidArgumentException"}
+
+
+def test_durable_compressed_records_leave_nothing_behind_after_a_clean_close(
+    tmp_path: Path,
+) -> None:
+    """Durable segments with compression: once everything is delivered, close() deletes the
+    segment files (every one acknowledged); nothing is left for a later buffer to resend."""
+    spool = tmp_path / "spool"
+    with LocalFirehose(streams=STREAMS) as fh:
+        config = BufferConfig(streams=STREAMS, endpoint_url=fh.endpoint_url, region="us-east-1",
+                              compression="zstd", durable=True, spool_dir=str(spool),
+                              linger_seconds=0.05)
+        buf = FirehoseBuffer(config)
+        for event in _events(300):
+            buf.put(event)
+        assert buf.flush(10.0)
+        assert buf.close(10.0)
+    left = [p for p in (spool / "@durable").rglob("*") if p.is_file()] if (
+        spool / "@durable").exists() else []
+    assert left == []

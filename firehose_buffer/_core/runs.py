@@ -248,13 +248,7 @@ def _consume(sched: Scheduler, s: StreamState, lines: int) -> None:
         while len(stamps) > 1 and stamps[1][0] <= first:
             stamps.popleft()
         lines -= take
-    for span in list(s.spans):
-        if span.sealed and span.first == len(span.ends):
-            s.spans.remove(span)
-            segment = span.segment
-            segment.retired = True
-            if segment.open_records == 0:
-                sched.acc.release(segment)
+    sched.retire_done(s)
 
 
 def compressor_for(config: BufferConfig) -> Compressor:

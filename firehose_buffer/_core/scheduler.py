@@ -157,6 +157,9 @@ class Scheduler:
         runs: list[Run] = []
         if self.compressing and abandon is None:
             runs = pack_runs(self, ttl_now, everything=everything or flush is not None)
+            for s in self.streams:
+                if s.spans:
+                    self.retire_done(s)  # sealed since their last lines went out
         else:
             self._pack(ttl_now, everything=everything or flush is not None)
         if flush is not None:
@@ -377,12 +380,18 @@ class Scheduler:
                         n - span.first >= max_events
                     ):
                         self._cut(s, span, must, target, max_events)
-                if span.sealed and span.first == len(span.ends):
-                    s.spans.remove(span)
-                    segment = span.segment
-                    segment.retired = True
-                    if segment.open_records == 0:
-                        self.acc.release(segment)
+            self.retire_done(s)
+
+    def retire_done(self, s: StreamState) -> None:
+        """Sealed spans whose every line is in a record: their segments are retired (reused
+        once those records have outcomes)."""
+        for span in list(s.spans):
+            if span.sealed and span.first == len(span.ends):
+                s.spans.remove(span)
+                segment = span.segment
+                segment.retired = True
+                if segment.open_records == 0:
+                    self.acc.release(segment)
 
     def _cut(self, s: StreamState, span: Span, must: int, target: int, max_events: int) -> None:
         cuts = cut_lines(span.ends, span.first, span.base, must, target, max_events)
