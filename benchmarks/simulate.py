@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from firehose_buffer import BufferConfig
 from firehose_buffer._core.records import Batch
-from firehose_buffer._core.scheduler import Scheduler, compress_runs, compressor_for
+from firehose_buffer._core.runs import compress_runs, compressor_for
+from firehose_buffer._core.scheduler import Scheduler
 from firehose_buffer.transport import Outcome
 
 
