@@ -234,7 +234,7 @@ class BufferConfig:
         streams = _streams_from_env(env)
         if streams is not None:
             values["streams"] = streams
-        quota = _quota_from_env(env)
+        quota = quota_from_env(env)
         if quota is not None:
             values["quota"] = quota
         for f in dataclasses.fields(cls):
@@ -275,7 +275,8 @@ def _streams_from_env(env: Mapping[str, str]) -> tuple[str, ...] | None:
     return None
 
 
-def _quota_from_env(env: Mapping[str, str]) -> Quota | None:
+def quota_from_env(env: Mapping[str, str]) -> Quota | None:
+    """``FIREHOSE_BUFFER_QUOTA`` and its per-part overrides, or None when none is set."""
     preset = env.get(ENV_PREFIX + "QUOTA", "").strip()
     try:
         quota = Quota.named(preset) if preset else Quota.STANDARD

@@ -58,6 +58,8 @@ class ServiceProfile:
     max_events_per_record: int
     #: Each record is billed rounded up to this many bytes.
     billing_step: int
+    #: Regions whose default Direct PUT quota is ``Quota.HIGH`` (AWS's Firehose quotas page).
+    high_quota_regions: frozenset[str]
 
     def billed(self, size: int) -> int:
         """What the service bills for one record of ``size`` wire bytes."""
@@ -166,6 +168,7 @@ FIREHOSE = ServiceProfile(
     max_batch_bytes=4 * 1024 * 1024,
     max_events_per_record=500,
     billing_step=5_120,
+    high_quota_regions=frozenset({"us-east-1", "us-west-2", "eu-west-1"}),
 )
 
 __all__ = ["FIREHOSE", "MALFORMED", "MISSING_RECORD_ID", "RETRYABLE_CODES", "THROTTLE_CODES",

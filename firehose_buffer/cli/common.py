@@ -17,7 +17,8 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from ..config import ENV_PREFIX, BufferConfig, sharded_stream_names
+from .._service.firehose import FIREHOSE
+from ..config import ENV_PREFIX, BufferConfig, quota_from_env, sharded_stream_names
 from ..errors import ConfigurationError
 from ..quota import Quota
 
@@ -27,8 +28,6 @@ EXIT_FAILED = 1
 #: Nothing could be done: configuration, credentials, endpoint, a missing stream.
 EXIT_ERROR = 2
 
-#: Regions whose default Direct PUT quota is ``Quota.HIGH`` (AWS's Firehose quotas page).
-HIGH_QUOTA_REGIONS = frozenset({"us-east-1", "us-west-2", "eu-west-1"})
 
 _CREDENTIAL_CODES = frozenset({
     "UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
@@ -111,11 +110,12 @@ def aws_client(service: str, args: argparse.Namespace) -> Any:
 
 
 def default_quota(region: str | None) -> Quota:
-    """The Direct PUT quota a new stream gets in ``region``, unless FIREHOSE_BUFFER_QUOTA says."""
-    preset = os.environ.get(ENV_PREFIX + "QUOTA", "").strip()
-    if preset:
-        return Quota.named(preset)
-    return Quota.HIGH if region in HIGH_QUOTA_REGIONS else Quota.STANDARD
+    """The Direct PUT quota a new stream gets in ``region``, unless the FIREHOSE_BUFFER_QUOTA
+    variables (read as BufferConfig.from_env reads them) say otherwise."""
+    configured = quota_from_env(os.environ)
+    if configured is not None:
+        return configured
+    return Quota.HIGH if region in FIREHOSE.high_quota_regions else Quota.STANDARD
 
 
 def explain(exc: BaseException) -> str:
