@@ -30,7 +30,7 @@ def test_resends_made_by_botocore_itself_are_counted_as_possible_duplicates() ->
         fh.script(Fault.reset_after_store())
         buffer = FirehoseBuffer(
             BufferConfig(streams=(STREAM,), region="us-east-1", linger_seconds=0.05),
-            client_factory=lambda: fh.client(),
+            client_factory=fh.client,
         )
         try:
             events = [{"seq": i} for i in range(COUNT)]

@@ -95,7 +95,7 @@ def test_put_never_raises_buffer_error_for_memory_a_stuck_call_still_references(
                 buffer.put(big)
             except BufferFullError:
                 pass
-            except Exception as exc:  # noqa: BLE001  (what a user's put() would see)
+            except Exception as exc:  # what a user's put() would see
                 raised.append(exc)
                 break
     finally:

@@ -14,6 +14,7 @@ put() raising BufferClosedError on another thread).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -94,10 +95,8 @@ def test_put_after_close_returned_is_refused_even_when_a_tick_moved_a_remainder(
             release.set()
             closer.join(15.0)
             assert results and results[0], f"close() did not deliver: {results}"
-            try:
+            with contextlib.suppress(BufferClosedError):
                 after.append(buffer.put({"after": 1}))
-            except BufferClosedError:
-                pass
         finally:
             release.set()
             buffer.close(5.0)
