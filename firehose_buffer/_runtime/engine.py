@@ -274,8 +274,8 @@ class Engine:
             replayer.wait(self._remaining(flush_deadline))
             replayer.stop()
             replayer.wait_fed(self._remaining(deadline))
-        self.acc.close()
         with self.lock:
+            self.acc.close()
             if self.state is State.RUNNING:
                 self.state = State.DRAINING
             generation = self.scheduler.flushes.request()

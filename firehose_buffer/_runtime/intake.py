@@ -36,7 +36,10 @@ class Intake:
         engine = self.engine
         if engine.guard.inside():
             # Re-entering (a signal handler, a finalizer) on a thread holding one of our
-            # locks: waiting for it would deadlock; the worker takes the line instead.
+            # locks: waiting for it would deadlock; the worker takes the line instead,
+            # unless close() has sealed the streams (the worker may be gone).
+            if self.acc.closed:
+                raise BufferClosedError("put() after close()")
             return engine.worker.hand(index, line)
         # Started before the line goes in: if this put() is interrupted after the append,
         # the lines that follow (on the lock-free path) still have a worker to go to.
