@@ -257,10 +257,12 @@ class FirehoseBuffer:
             old.store.after_fork()  # the parent's files: never written from here
         if self._spool is not None:
             self._spool.after_fork()
-        self._transport.after_fork()
+        # The new engine first: the transport's reset runs user code (a client_factory) that
+        # may put() into this very buffer.
         self._new_engine()
         if self._closed:
             self._engine.acc.close()
+        self._transport.after_fork()
 
 
 def _close_at_exit(ref: weakref.ReferenceType[FirehoseBuffer]) -> None:

@@ -528,6 +528,11 @@ class Scheduler:
         failures: list[Failure] = []
         if outcome.throttled:
             s.limiter.throttled(now)
+        if outcome.resent and not (outcome.codes is None and outcome.unknown):
+            # The client sent the call more than once itself: any record in it may have
+            # been stored by an attempt before the one that answered (an unknown outcome
+            # counts them below already).
+            ledger.maybe_duplicated(sum(r.events for r in batch.records))
         if outcome.codes is not None:
             for record, code in zip(batch.records, outcome.codes, strict=True):
                 if code is None:

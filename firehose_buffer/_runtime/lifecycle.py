@@ -77,7 +77,9 @@ def _fork_flag() -> _Flag:
 #: Nonzero in the process that armed it; zero in a child forked by any means.
 ARMED: _Flag = _fork_flag()
 LIVE: weakref.WeakSet[_Forkable] = weakref.WeakSet()
-_FORK_LOCK = threading.Lock()
+#: Re-entrant: a buffer's reset runs user code (a client_factory), which may put() into a
+#: buffer of this process, which then finds the process forked and comes back here.
+_FORK_LOCK = threading.RLock()
 
 
 def after_fork_in_child() -> None:
@@ -93,7 +95,7 @@ def after_fork_in_child() -> None:
 def _fork_hook() -> None:
     global _FORK_LOCK
     # A thread of the parent may have held it at the fork; that thread does not exist here.
-    _FORK_LOCK = threading.Lock()
+    _FORK_LOCK = threading.RLock()
     after_fork_in_child()
 
 

@@ -52,6 +52,10 @@ class Replayer:
         #: to a new spool file); the replay then only waits for outcomes.
         self._fed = threading.Event()
         self._stop = threading.Event()
+        #: Whether lines are being fed now; with ``_stop``, under ``_state``: a stop that
+        #: comes while the replay only waits for outcomes sets ``_fed`` at once.
+        self._feeding = False
+        self._state = threading.Lock()
         self._claim: Claimed | None = None
 
     def start(self) -> None:
@@ -66,7 +70,23 @@ class Replayer:
         return self._fed.wait(timeout)
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._state:
+            self._stop.set()
+            if not self._feeding:
+                self._fed.set()
+
+    def _begin_feeding(self) -> bool:
+        with self._state:
+            if self._stop.is_set():
+                return False
+            self._feeding = True
+            return True
+
+    def _end_feeding(self) -> None:
+        with self._state:
+            self._feeding = False
+            if self._stop.is_set():
+                self._fed.set()
 
     def after_fork(self) -> None:
         if self._claim is not None:
@@ -112,18 +132,23 @@ class Replayer:
         errors_before = spool.errors
         unsendable: dict[str, dict[str, list[bytes]]] = {}
         rest: list[tuple[str, list[bytes]]] = []
-        pieces = taken.pieces()
-        for stream, lines in pieces:
-            left = self._feed(taken, stream, lines, unsendable)
-            if left:
-                rest.append((stream, left))
-                break
-        moved = True
-        if rest:
-            # Closed while replaying: what was not fed moves to this run's spool file, so the
-            # source can go once what was fed has an outcome.
-            for stream, lines in [*rest, *pieces]:
-                moved = spool.append(stream, lines) and moved
+        if not self._begin_feeding():
+            return  # stopped before this source: it stays, claimable by the next run
+        try:
+            pieces = taken.pieces()
+            for stream, lines in pieces:
+                left = self._feed(taken, stream, lines, unsendable)
+                if left:
+                    rest.append((stream, left))
+                    break
+            moved = True
+            if rest:
+                # Closed while replaying: what was not fed moves to this run's spool file, so
+                # the source can go once what was fed has an outcome.
+                for stream, lines in [*rest, *pieces]:
+                    moved = spool.append(stream, lines) and moved
+        finally:
+            self._end_feeding()
         for stream, by_reason in unsendable.items():
             count = sum(len(v) for v in by_reason.values())
             log.warning("%s holds %d lines for %s that cannot be sent; handed to on_failure, "
@@ -132,7 +157,7 @@ class Replayer:
         engine.recovered(possible_duplicates=taken.possible_duplicates, torn=taken.torn)
         if taken.torn:
             log.warning("%s ends with a line cut short by a crash; skipped", taken.label)
-        if rest or self._stop.is_set():
+        if rest:
             self._fed.set()
         result = engine.flush(None)
         if result.pending == 0 and moved and spool.errors == errors_before:

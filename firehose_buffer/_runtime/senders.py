@@ -31,6 +31,8 @@ log = logging.getLogger("firehose_buffer")
 #: A call still unanswered this long after its deadline is given up on: its records get an
 #: outcome (retried, as possible duplicates) though its thread is still in the call.
 _OVERDUE_GRACE_SECONDS = 2.0
+#: A batch no sender could take: nothing was sent, so a resend cannot duplicate.
+_NOT_SENT = Outcome(error="NotSent", retryable=True)
 
 
 class Senders:
@@ -53,6 +55,7 @@ class Senders:
         self.threads = 0
         self._idle = 0
         self._unclaimed = 0
+        self._stopped = False
 
     def submit(self, batches: list[Batch]) -> None:
         """Hand batches to the senders (outside the engine's lock)."""
@@ -61,6 +64,11 @@ class Senders:
         engine = self.engine
         start = 0
         with engine.lock:
+            if self._stopped:
+                # close() stopped the senders (it gave up on the worker): these get an outcome
+                # at once; the worker abandons them at its next tick.
+                self._done.extend((b, _NOT_SENT) for b in batches)
+                return
             for _ in batches:
                 if self._idle > 0:
                     self._idle -= 1
@@ -70,8 +78,19 @@ class Senders:
                 else:
                     self._unclaimed += 1
         for _ in range(start):
-            threading.Thread(target=self._loop, name=f"firehose-buffer-sender-{self.threads}",
-                             daemon=True).start()
+            try:
+                threading.Thread(target=self._loop, name=f"firehose-buffer-sender-{self.threads}",
+                                 daemon=True).start()
+            except RuntimeError:
+                # No thread to be had: one job fewer can run at once. Its batch waits for a
+                # running sender, or, with none, is answered "not sent" and retried later.
+                with engine.lock:
+                    self.threads -= 1
+                    if self.threads == 0:
+                        self._done.extend((b, _NOT_SENT) for b in batches)
+                        return
+                    self._unclaimed += 1
+                log.error("could not start a sender thread; %d running", self.threads)
         for batch in batches:
             self._jobs.put(batch)
 
@@ -86,9 +105,18 @@ class Senders:
                 out.append((batch, Outcome(error="CallTimeout", retryable=True, unknown=True)))
         return out
 
+    def next_deadline(self) -> float | None:
+        """When the first call under way passes its deadline (the worker's clock)."""
+        with self.engine.lock:
+            starts = [b.started_at for b in self._calls.values() if b.started_at is not None]
+        if not starts:
+            return None
+        return min(starts) + self.call_timeout + _OVERDUE_GRACE_SECONDS
+
     def stop(self) -> None:
         """Let every sender thread end once it is done with its call."""
         with self.engine.lock:
+            self._stopped = True
             count = self.threads
         for _ in range(count):
             self._jobs.put(None)

@@ -173,15 +173,18 @@ class Worker:
             now = engine.clock()
             state = engine.state
             outcomes = senders.collect(now)
+            # STOPPED with the worker still here: close() gave up waiting for it; it abandons
+            # what is left (counted lost already) and ends, never sending it.
+            closing = state in (State.DRAINING, State.ABANDONING, State.STOPPED)
             tick = sched.tick(
-                now, outcomes, everything=state in (State.DRAINING, State.ABANDONING),
-                abandon=Reason.CLOSED if state is State.ABANDONING else None,
+                now, outcomes, everything=closing,
+                abandon=Reason.CLOSED if state in (State.ABANDONING, State.STOPPED) else None,
                 expected=self._expected,
             )
-            stop = state in (State.DRAINING, State.ABANDONING) and sched.idle and (
-                sched.calls_in_flight == 0)
+            stop = closing and sched.idle and sched.calls_in_flight == 0
         senders.submit(tick.batches)
         failures = tick.failures
+        wake_for_calls = senders.next_deadline()
         if tick.runs:
             failures = failures + self._compress(tick.runs)
         if failures:
@@ -196,6 +199,9 @@ class Worker:
             if tick.runs:
                 return 0.0  # the records just made go at the next tick
             wake = tick.wake_at
+            if wake_for_calls is not None:
+                # A call past its deadline is given up on at the next tick: be there.
+                wake = wake_for_calls if wake is None else min(wake, wake_for_calls)
             if tick.sleep:
                 # Producers are quiet: sleep until a deadline, an answer or a put() wakes
                 # us. Say so first, then look once more, so a put() in between is not missed.

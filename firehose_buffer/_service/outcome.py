@@ -14,7 +14,9 @@ class Outcome:
     ``codes`` is set when the call returned: one entry per record, ``None`` for stored.
     Otherwise ``error`` names what went wrong, ``retryable`` says whether waiting can help,
     ``unknown`` whether the records may have been stored anyway (a resend may duplicate them),
-    and ``throttled`` whether the service asked us to slow down.
+    and ``throttled`` whether the service asked us to slow down. ``resent``: the client
+    itself sent the call more than once (a boto3 client's own retries), so any record in it
+    may have been stored by an earlier attempt as well.
     """
 
     codes: Sequence[str | None] | None = None
@@ -22,6 +24,7 @@ class Outcome:
     retryable: bool = False
     unknown: bool = False
     throttled: bool = False
+    resent: bool = False
 
 
 __all__ = ["Outcome"]

@@ -12,6 +12,7 @@ import logging
 import re
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol, cast
 
 from botocore.exceptions import (
@@ -62,6 +63,9 @@ class BotocoreTransport:
         # The parent's clients, kept alive in a child so that nothing there ever closes
         # (or reads, or writes) the sockets the parent still uses.
         self._abandoned: list[FirehoseClient] = []
+        #: The client retries calls itself (boto3's default): an answer may follow attempts
+        #: that stored the records already; the buffer counts them as possible duplicates.
+        self._retries = _attempts(self._client) > 1
 
     @property
     def client(self) -> FirehoseClient:
@@ -76,8 +80,10 @@ class BotocoreTransport:
             response = self._client.put_record_batch(DeliveryStreamName=stream, Records=entries)
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return FIREHOSE.classify_error(str(error.get("Code") or "") or None, _int(status))
+            meta = exc.response.get("ResponseMetadata", {})
+            outcome = FIREHOSE.classify_error(str(error.get("Code") or "") or None,
+                                              _int(meta.get("HTTPStatusCode")))
+            return replace(outcome, resent=True) if _int(meta.get("RetryAttempts")) else outcome
         except SSLError as exc:
             if _cause(exc, _CERTIFICATE_ERRORS) is not None:
                 # As the lean transport says it: refused before anything was sent.
@@ -90,8 +96,8 @@ class BotocoreTransport:
                 return Outcome(error="ProxyAuthenticationRequired")
             return Outcome(error=type(exc).__name__, retryable=True)
         except (ConnectTimeoutError, EndpointConnectionError) as exc:
-            # Nothing reached the service: a resend cannot duplicate.
-            return Outcome(error=type(exc).__name__, retryable=True)
+            # This attempt reached nothing; an earlier one of botocore's own may have.
+            return Outcome(error=type(exc).__name__, retryable=True, resent=self._retries)
         except (NoCredentialsError, PartialCredentialsError) as exc:
             return Outcome(error=type(exc).__name__)
         except ResponseParserError:
@@ -106,7 +112,10 @@ class BotocoreTransport:
                 return MALFORMED
             log.exception("PutRecordBatch to %s raised unexpectedly", stream)
             return Outcome(error=type(exc).__name__, retryable=True, unknown=True)
-        return FIREHOSE.classify_response(response, len(records))
+        outcome = FIREHOSE.classify_response(response, len(records))
+        attempts = _int(response.get("ResponseMetadata", {}).get("RetryAttempts")) if \
+            isinstance(response, dict) else 0
+        return replace(outcome, resent=True) if attempts else outcome
 
     def after_fork(self) -> None:
         """In a forked child: a client of its own, never the parent's connections."""
@@ -151,6 +160,19 @@ def _cause(exc: BaseException, kind: type[BaseException] | tuple[type[BaseExcept
                    current.__cause__, current.__context__, *current.args]
         todo.extend(e for e in wrapped if isinstance(e, BaseException))
     return None
+
+
+def _attempts(client: Any) -> int:
+    """Attempts a botocore client makes per call (1 when it is not botocore's)."""
+    config = getattr(getattr(client, "meta", None), "config", None)
+    retries = getattr(config, "retries", None)
+    if not isinstance(retries, dict):
+        return 1
+    if "total_max_attempts" in retries:
+        return _int(retries["total_max_attempts"]) or 1
+    if "max_attempts" in retries:
+        return _int(retries["max_attempts"]) + 1
+    return 3 if retries.get("mode") == "standard" else 5  # botocore's defaults
 
 
 def _raised_in_parser(exc: BaseException) -> bool:
