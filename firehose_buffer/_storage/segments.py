@@ -100,8 +100,14 @@ class Segment(mmap.mmap):
         return self
 
     def unmap(self) -> None:
+        """Give the memory back; BufferError (and the segment stays usable) while a view of
+        it is still held (a call past its deadline may still hold its batch's)."""
         self.view.release()
-        self.close()
+        try:
+            self.close()
+        except BufferError:
+            self.view = memoryview(self)
+            raise
 
 
 class Oversized:
@@ -281,10 +287,16 @@ class Accumulator:
         """Room for a line of ``size`` kept apart: unmap free segments if needed."""
         if self.held_bytes() + size > self.max_buffer_bytes:
             self._reclaim()
+        kept: list[Segment] = []
         while self.held_bytes() + size > self.max_buffer_bytes and self._free:
             segment = self._free.pop()
+            try:
+                self.backing.discard(segment)
+            except BufferError:
+                kept.append(segment)  # still viewed: stays, counted, free for reuse
+                continue
             self._all.remove(segment)
-            self.backing.discard(segment)
+        self._free.extend(kept)
         if self.held_bytes() + size > self.max_buffer_bytes:
             raise Full
 
