@@ -288,15 +288,17 @@ class Accumulator:
         if self.held_bytes() + size > self.max_buffer_bytes:
             self._reclaim()
         kept: list[Segment] = []
-        while self.held_bytes() + size > self.max_buffer_bytes and self._free:
-            segment = self._free.pop()
-            try:
-                self.backing.discard(segment)
-            except BufferError:
-                kept.append(segment)  # still viewed: stays, counted, free for reuse
-                continue
-            self._all.remove(segment)
-        self._free.extend(kept)
+        try:
+            while self.held_bytes() + size > self.max_buffer_bytes and self._free:
+                segment = self._free.pop()
+                self._all.remove(segment)
+                try:
+                    self.backing.discard(segment)
+                except BufferError:  # still viewed: stays, counted, free for reuse
+                    self._all.append(segment)
+                    kept.append(segment)
+        finally:
+            self._free.extend(kept)
         if self.held_bytes() + size > self.max_buffer_bytes:
             raise Full
 
