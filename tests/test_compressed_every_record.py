@@ -22,6 +22,7 @@ import time
 
 import orjson
 import pytest
+from support import Reported
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
 from firehose_buffer.emulator import LocalFirehose
@@ -106,3 +107,26 @@ def test_a_line_handed_over_by_a_reentrant_put_is_compressed_too(codec: str) -> 
                                           {"k": "re-0", "from": "main", "n": 2},
                                           {"k": "re-1", "from": "worker"})]
         _check(fh, streams, codec, put)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_failed_line_kept_apart_reaches_on_failure_as_its_json(codec: str) -> None:
+    """The record of a line longer than a segment is its own frame on the wire; when it
+    fails (here: the stream does not exist), on_failure gets the line as put, not the
+    frame."""
+    events = [{"small": 1}, {"big": "b" * 300_000}, {"small": 2}]
+    reported = Reported()
+    with LocalFirehose() as fh:
+        buffer = FirehoseBuffer(BufferConfig(
+            streams=("missing-0",), endpoint_url=fh.endpoint_url, region="us-east-1",
+            compression=codec, max_buffer_bytes=1_024_000, linger_seconds=0.05,
+            on_failure=reported,
+        ))
+        try:
+            for event in events:
+                assert buffer.put(event)
+            buffer.flush(5.0)
+        finally:
+            buffer.close(5.0)
+    assert sorted(line for line, _ in reported.events) == sorted(
+        orjson.dumps(e) for e in events)

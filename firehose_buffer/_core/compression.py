@@ -173,6 +173,19 @@ def decompress_object(data: bytes | bytearray | memoryview) -> bytes:
     return bytes(data)
 
 
+def compress_whole(codec: str, level: int | None, data: BytesLike) -> bytes:
+    """``data`` (whole lines) as one zstd frame or gzip member of its own: for lines that
+    go out as a record alone (longer than a segment, or handed over by a re-entrant put()),
+    rarely enough that a one-shot context costs nothing worth keeping."""
+    level = resolve_level(codec, level)
+    if codec == "gzip":
+        return gzip.compress(data, compresslevel=level, mtime=0)
+    backend, module = zstd_module()
+    if backend == "zstandard":
+        return bytes(module.ZstdCompressor(level=level, write_checksum=False).compress(data))
+    return bytes(module.compress(data, level=level))
+
+
 class _Out:
     """The compressor's output: a buffer written from the start at every call, grown (never
     shrunk) to the largest call's output. Growing copies into a new buffer rather than

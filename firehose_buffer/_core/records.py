@@ -66,6 +66,9 @@ class Record:
     #: Calls that carried it so far.
     attempts: int = 0
     not_before: float = 0.0
+    #: The raw lines of a compressed record kept apart (``data`` is their frame and there
+    #: are no ``sources``): what the failure sink gets.
+    lines: bytes | None = None
 
     @property
     def wire(self) -> int:
@@ -76,6 +79,8 @@ class Record:
         since the memory is reused once the record is resolved."""
         if self.sources:
             return [bytes(seg.view[start:end]) for seg, start, end in self.sources]
+        if self.lines is not None:
+            return [self.lines]
         return [bytes(self.data)]
 
 

@@ -103,6 +103,8 @@ class Scheduler:
         self.ratio = FIRST_RATIO
         #: A flush a tick could not mark because its lines were out being compressed.
         self._flush_after_runs: int | None = None
+        #: Lines kept apart that no record of the codec can hold, failed between ticks.
+        self._too_large: list[Failure] = []
         self._wait = wait_random_exponential(
             multiplier=config.retry_initial_backoff_seconds, max=config.retry_max_backoff_seconds
         )
@@ -148,6 +150,9 @@ class Scheduler:
         for batch, outcome in outcomes:
             failures.extend(self._complete(batch, outcome, now, ttl_now))
         arrived = self._gather(ttl_now)
+        if self._too_large:
+            failures.extend(self._too_large)
+            self._too_large.clear()
         flush = self.flushes.due()
         if not self.router.keyed:
             if arrived:
@@ -279,16 +284,42 @@ class Scheduler:
         self.ledger.seen(1)
         line = item.line
         if item.kept is None:
-            s.ready.append(self._record(line, 1, ttl_now))
+            self._apart(s, line, 1, ttl_now)
         else:
-            s.ready.append(self._kept(item.kept, len(line), ttl_now))
+            self._kept(s, item.kept, len(line), ttl_now)
         return len(line)
 
-    def _kept(self, segment: Segment, size: int, ttl_now: float) -> Record:
+    def _kept(self, s: StreamState, segment: Segment, size: int, ttl_now: float) -> None:
         """The record of a line kept in a durable file of its own: a slice of it, which
         frees (deletes) the file once it has an outcome."""
         segment.retired = True
-        return self._record(segment.view[0:size], 1, ttl_now, ((segment, 0, size),))
+        self._apart(s, segment.view[0:size], 1, ttl_now, ((segment, 0, size),))
+
+    def _apart(
+        self, s: StreamState, data: memoryview | bytes, events: int, born: float,
+        sources: tuple[Source, ...] = (),
+    ) -> None:
+        """A record of lines that did not go through the stream's segments (counted against
+        the bound apart already). Compressing, it is one frame of its own like every record
+        of the stream, and its raw lines stay (in ``sources``, or held as ``lines``) for the
+        failure sink; a frame over the record cap fails as too large."""
+        if not self.compressing:
+            s.ready.append(self._record(data, events, born, sources))
+            return
+        from .compression import compress_whole  # noqa: PLC0415  (only with compression)
+
+        frame = compress_whole(self.config.compression or "", self.config.compression_level,
+                               data)
+        with self.acc.lock:
+            self.acc.oversized_bytes += len(frame)
+        record = self._record(frame, events, born, sources, raw=len(data))
+        if not sources:
+            record.lines = bytes(data)
+            record.apart += len(data)
+        if len(frame) > self.config.max_record_bytes:
+            self._too_large.append(self._fail(s, record, Reason.TOO_LARGE))
+        else:
+            s.ready.append(record)
 
     def adopt(self, index: int, lines: Sequence[bytes | Segment], now: float) -> None:
         """Lines that did not go through a segment (a put() re-entering on a thread that
@@ -304,7 +335,7 @@ class Scheduler:
                 with self.acc.lock:
                     self.acc.oversized_bytes += kept
                 self.ledger.seen(1)
-                s.ready.append(self._kept(item, kept, ttl_now))
+                self._kept(s, item, kept, ttl_now)
             else:
                 plain.append(item)
         target = self.config.record_target_bytes
@@ -316,7 +347,7 @@ class Scheduler:
                 with self.acc.lock:
                     self.acc.oversized_bytes += len(data)
                 self.ledger.seen(len(chunk))
-                s.ready.append(self._record(data, len(chunk), ttl_now))
+                self._apart(s, data, len(chunk), ttl_now)
                 chunk, size = [], 0
             if line:
                 chunk.append(line)
@@ -600,6 +631,7 @@ class Scheduler:
         let its segments (and the memory it holds apart) be reused."""
         apart = r.apart
         r.data = b""  # let go of the segments' memory before it is reused
+        r.lines = None
         if self._durable:
             for segment, start, end in r.sources:
                 kept = segment.file
