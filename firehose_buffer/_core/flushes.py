@@ -66,6 +66,15 @@ class Flushes:
             return self._marked
         return None
 
+    def defer(self, generation: int) -> None:
+        """A due generation could not be marked yet (some of the lines it covers could not
+        become records): :meth:`due` returns it again."""
+        self._marked = min(self._marked, generation - 1)
+
+    def waiting(self) -> bool:
+        """A generation is due and not yet marked."""
+        return self.requested > self._marked
+
     def mark(self, generation: int, marker: int, records: int, events: int) -> None:
         mark = FlushMark(generation, marker, records, events)
         if records == 0 and not self._open:

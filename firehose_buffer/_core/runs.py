@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,10 @@ def staged_wire(sched: Scheduler, s: StreamState) -> float:
 
 def pack_runs(sched: Scheduler, ttl_now: float, *, everything: bool) -> list[Run]:
     """With compression: the streams whose staged lines must leave, or would fill a
-    record, handed out as runs (nothing is consumed until :func:`compressed`)."""
+    record, handed out as runs (nothing is consumed until :func:`compressed`). None while
+    the last record made found no room in the bound and no memory was freed since."""
+    if sched.starved():
+        return []
     cfg = sched.config
     target = cfg.record_target_bytes
     due_after = cfg.linger_seconds * (1 - DEADLINE_MARGIN)
@@ -166,7 +169,13 @@ def compressed(sched: Scheduler, run: Run, result: Compressed, now: float,
     s = sched.streams[run.stream]
     line = 0
     for frame, count in zip(result.records, result.lines, strict=True):
-        data, wire = _store(sched, s, frame)
+        stored = _store(sched, frame)
+        if stored is None:
+            # No room in the bound for it: the lines stay staged until memory is freed.
+            sched.starve()
+            _consume(sched, s, line)
+            return line
+        data, wire = stored
         sources = run.sources(line, line + count - 1)
         raw = run.ends[line + count - 1] - (run.ends[line - 1] if line else 0)
         s.ready.append(sched._record(data, count, run.born(line), sources, raw=raw,
@@ -193,37 +202,41 @@ def run_for(sched: Scheduler, stream: int, must: int) -> Run:
     run.must = must
     return run
 
-def runs_done(sched: Scheduler) -> None:
-    """Every run of the last tick is back (or dropped): mark a flush it was holding."""
-    if sched._flush_after_runs is not None:
-        sched._mark(sched._flush_after_runs)
+def runs_done(sched: Scheduler, *, complete: bool = True) -> None:
+    """Every run of the last tick is back (or dropped): mark a flush it was holding, unless
+    some of the lines it covers are still staged (no room for their records, or the
+    compressor failed: ``complete`` False); then the next tick marks it."""
+    flush = sched._flush_after_runs
+    if flush is not None:
         sched._flush_after_runs = None
+        if complete and not sched.starved():
+            sched._mark(flush)
+        else:
+            sched.flushes.defer(flush)
 
-def _store(sched: Scheduler, s: StreamState, frame: memoryview) -> tuple[memoryview | bytes,
-                                                              Segment | None]:
-    """A compressed record's bytes, copied out of the compressor's buffer into the
-    stream's wire segment (memory reused from record to record), or into bytes of their
-    own when no segment can be had."""
+def _store(sched: Scheduler, frame: memoryview) -> tuple[memoryview | bytes,
+                                                         Segment | None] | None:
+    """A compressed record's bytes, copied out of the compressor's buffer into the wire
+    segment all streams share (memory reused from record to record, inside the bound), or
+    into bytes of their own counted against the bound; None when the bound has no room."""
     size = len(frame)
-    seg = s.wire
+    seg = sched.wire
     if seg is None or len(seg) - seg.tell() < size:
         if seg is not None:
             seg.retired = True
+            sched.wire = None
             if seg.open_records == 0:
                 sched.acc.release(seg)
-            s.wire = None
-        if size > sched.acc.segment_bytes or sched._durable:
+        seg = None
+        if size <= sched.acc.segment_bytes and not sched._durable:
             # Durable segments hold lines for recovery; compressed bytes are not lines
             # (and are made again from the lines after a death): kept apart instead.
-            seg = None
-        else:
-            try:
-                seg = s.wire = sched.acc.borrow()
-            except Full:
-                seg = None
+            with suppress(Full):
+                seg = sched.wire = sched.acc.borrow()
         if seg is None:
-            with sched.acc.lock:
-                sched.acc.oversized_bytes += size
+            # Past the bound only when nothing outstanding could ever free memory.
+            if not sched.acc.hold_apart(size, anyway=not sched.outstanding_records):
+                return None
             return bytes(frame), None
     start = seg.tell()
     seg.write(frame)
@@ -271,6 +284,7 @@ def compress_runs(
     target = config.record_target_bytes
     failures: list[Failure] = []
     queue = list(runs)
+    complete = False
     try:
         while queue:
             run = queue.pop(0)
@@ -287,11 +301,14 @@ def compress_runs(
                 # would fill a record and when the compressor agrees it does.
                 scheduler.ratio = compressor.ratio
                 done = compressed(scheduler, run, result, clock(), failures)
+                if scheduler.starved():
+                    break  # every run needs room the bound does not have now
                 if 0 < done < run.must:
                     # One call stops at a few records' worth; lines that must leave now
                     # (a flush, linger, closing) all leave before this tick is over.
                     queue.insert(0, run_for(scheduler, run.stream, run.must - done))
+        complete = True
     finally:
         with lock:
-            runs_done(scheduler)
+            runs_done(scheduler, complete=complete)
     return failures

@@ -103,6 +103,16 @@ class Scheduler:
         self.ratio = FIRST_RATIO
         #: A flush a tick could not mark because its lines were out being compressed.
         self._flush_after_runs: int | None = None
+        #: The segment compressed records are written into (borrowed from the accumulator,
+        #: so the bound covers them); a new one when a record does not fit.
+        self.wire: Segment | None = None
+        #: ``acc.freed`` when a compressed record found no room: until memory is freed, the
+        #: staged lines wait without waking the worker.
+        self._starved_at: int | None = None
+        if self.compressing:
+            accumulator.reserve_bytes = min(
+                max(accumulator.segment_bytes, config.record_target_bytes),
+                config.max_buffer_bytes // 4)
         #: Lines kept apart that no record of the codec can hold, failed between ticks.
         self._too_large: list[Failure] = []
         self._wait = wait_random_exponential(
@@ -170,6 +180,8 @@ class Scheduler:
         if flush is not None:
             if runs:
                 self._flush_after_runs = flush
+            elif abandon is None and self.starved():
+                self.flushes.defer(flush)  # its lines wait for room to become records
             else:
                 self._mark(flush)
         batches: list[Batch] = []
@@ -680,12 +692,23 @@ class Scheduler:
             failures.extend(self._fail(s, r, reason) for r in pending)
         return failures
 
+    def starve(self) -> None:
+        """A compressed record found no room in the bound."""
+        self._starved_at = self.acc.freed
+
+    def starved(self) -> bool:
+        """No memory was freed since a compressed record found no room."""
+        return self._starved_at is not None and self._starved_at == self.acc.freed
+
     def _next_wake(self, now: float, ttl_now: float, arrived: int) -> float | None:
         linger = self.config.linger_seconds * (1 - DEADLINE_MARGIN)
         capped = self.calls_in_flight >= self.config.concurrency
+        starved = self.starved()
         times: list[float] = []
+        if self.flushes.waiting() and not starved:
+            times.append(now + TICK_SECONDS)
         for s in self.streams:
-            for span in s.spans:
+            for span in s.spans if not starved else ():
                 if span.first < len(span.ends):
                     times.append(span.stamps[0][1] + linger + self.frozen)
             if s.in_flight is None and not capped:

@@ -45,9 +45,6 @@ class StreamState:
     in_flight: Batch | None = None
     staged_bytes: int = 0
     staged_events: int = 0
-    #: Compressed records are written into this segment (taken from the accumulator's
-    #: pool, so the memory bound covers them); a new one when a record does not fit.
-    wire: Segment | None = None
     #: Staged bytes when a run came back with no full record: not handed out again as
     #: full until there are more.
     run_floor: int = 0

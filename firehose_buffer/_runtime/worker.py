@@ -133,8 +133,31 @@ class Worker:
                 if wait is not None and wait < 0:
                     break
         finally:
+            self._left_behind()
             self._stopped.set()
             engine.worker_stopped()
+
+    def _left_behind(self) -> None:
+        """Lines handed over after the last look at the inbox (a re-entrant put() that passed
+        the closed check as the worker ended): counted lost, never silently gone. Durable
+        ones are in files of their own, which a later buffer recovers."""
+        lost = dropped = 0
+        try:
+            while True:
+                item = self._inbox.get_nowait()
+                if item is DROPPED:
+                    dropped += 1  # put() returned False: counted, not lost
+                elif isinstance(item, tuple) and isinstance(item[1], bytes):
+                    lost += 1
+        except queue.Empty:
+            pass
+        if lost or dropped:
+            with self.engine.lock:
+                self.engine.ledger.lost(lost)
+                self.engine.ledger.dropped(dropped)
+        if lost:
+            log.warning("%d events put re-entrantly as the buffer closed were not sent: "
+                        "counted in events_lost", lost)
 
     def _wait(self, timeout: float | None) -> None:
         """Until woken or ``timeout``; then take what re-entrant puts left in the inbox."""
@@ -195,6 +218,8 @@ class Worker:
             if sched.flushes.publish():
                 engine.progress.notify_all()
             if stop:
+                if not self._inbox.empty():
+                    return 0.0  # a re-entrant put() handed a line over just before the seal
                 return -1.0
             if tick.runs:
                 return 0.0  # the records just made go at the next tick

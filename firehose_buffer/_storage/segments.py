@@ -213,6 +213,12 @@ class Accumulator:
         #: Every segment allocated and not unmapped.
         self._all: list[Segment] = []
         self.oversized_bytes = 0
+        #: Room producers leave to the worker: with compression, compressed records are
+        #: written into memory of the bound too, and must find some when producers filled it.
+        self.reserve_bytes = 0
+        #: Counts every release of memory (under ``lock``): the worker waiting for room to
+        #: store compressed records reads it to know when to try again.
+        self.freed = 0
         self.closed = False
 
     # -- producers (slow path; the fast path is inlined in put()) ----------------------------
@@ -242,7 +248,7 @@ class Accumulator:
             pass
         size = len(line)
         if size > self.segment_bytes:
-            self._make_room(size)
+            self._make_room(size + self.reserve_bytes)
             entry = Oversized(line, self.backing.keep(index, line) if self.backing.durable
                               else None)
             self.oversized_bytes += size
@@ -255,7 +261,7 @@ class Accumulator:
                     self.oversized_bytes -= size
                 raise
             return False
-        segment = self._take_segment()
+        segment = self._take_segment(self.reserve_bytes)
         moved = type(ring[-1]) is not Closed
         self.backing.filling(segment, index)
         ring.append(segment)  # the one step that seals the old segment and opens this one
@@ -269,7 +275,15 @@ class Accumulator:
         """Memory holding events, against ``max_buffer_bytes``."""
         return len(self._all) * self.segment_bytes + self.oversized_bytes
 
-    def _take_segment(self) -> Segment:
+    def _take_segment(self, reserve: int = 0) -> Segment:
+        """A free or new segment; ``reserve``: room to leave unused (a stream's segment,
+        with compression: the worker's room for compressed records)."""
+        if reserve and self._in_use() + self.segment_bytes > self.max_buffer_bytes - reserve:
+            self._reclaim()
+            if self._in_use() and (
+                self._in_use() + self.segment_bytes > self.max_buffer_bytes - reserve
+            ):
+                raise Full
         if self._free:
             return self._free.pop()
         # The first segment goes even past a bound smaller than itself, when nothing else is
@@ -282,6 +296,23 @@ class Accumulator:
         segment = self.backing.allocate(self.segment_bytes)
         self._all.append(segment)
         return segment
+
+    def _in_use(self) -> int:
+        """Memory holding events or records: what is held but free segments."""
+        return self.held_bytes() - self.segment_bytes * len(self._free)
+
+    def hold_apart(self, size: int, *, anyway: bool) -> bool:
+        """Count ``size`` bytes the worker keeps outside every segment, if the bound has
+        room for them, unmapping free segments if need be (or ``anyway``: nothing else would
+        ever free any)."""
+        with self.lock:
+            if not anyway:
+                try:
+                    self._make_room(size)
+                except Full:
+                    return False
+            self.oversized_bytes += size
+            return True
 
     def _make_room(self, size: int) -> None:
         """Room for a line of ``size`` kept apart: unmap free segments if needed."""
@@ -368,11 +399,13 @@ class Accumulator:
         with self.lock:
             segment.state = FREE
             self._free.append(segment)
+            self.freed += 1
             self.room.notify_all()
 
     def release_oversized(self, size: int) -> None:
         with self.lock:
             self.oversized_bytes -= size
+            self.freed += 1
             self.room.notify_all()
 
     def close(self) -> None:
