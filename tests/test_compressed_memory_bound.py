@@ -13,6 +13,7 @@ import base64
 import random
 import time
 
+import orjson
 import pytest
 
 from firehose_buffer import BufferConfig, FirehoseBuffer
@@ -54,3 +55,34 @@ def test_memory_bytes_stay_within_the_bound_while_every_call_fails(codec: str) -
     assert peak <= BOUND, (
         f"memory_bytes reached {peak} bytes with max_buffer_bytes={BOUND} ({codec})"
     )
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_a_full_bound_of_compressed_records_drains_once_the_endpoint_recovers(codec: str) -> None:
+    """The bound filled while every call fails (records retrying hold the memory compressed
+    records need): once the endpoint answers again, flush() delivers every event put() took,
+    the memory bound having held throughout."""
+    rnd = random.Random(11)
+    events = [{"pad": base64.b64encode(rnd.randbytes(300)).decode(), "n": i}
+              for i in range(4000)]
+    with LocalFirehose(streams=[STREAM], fault_rates=FaultRates(http_503=1.0), seed=1) as fh:
+        buffer = FirehoseBuffer(BufferConfig(
+            streams=(STREAM,), endpoint_url=fh.endpoint_url, region="us-east-1",
+            compression=codec, max_buffer_bytes=BOUND, max_record_bytes=64 * 1024,
+            on_full="drop", linger_seconds=0.05, retry_initial_backoff_seconds=0.01,
+            retry_max_backoff_seconds=0.05,
+        ))
+        try:
+            taken = [e for e in events if buffer.put(e)]
+            assert len(taken) < len(events), "the buffer never filled"
+            peak = buffer.stats().memory_bytes
+            fh.set_fault_rates(FaultRates())
+            result = buffer.flush(20.0)
+            stats = buffer.stats()
+        finally:
+            buffer.close(5.0)
+        lines = fh.delivered_lines(STREAM)
+    assert result, result
+    assert peak <= BOUND
+    assert stats.events_delivered == len(taken)
+    assert sorted(orjson.loads(line)["n"] for line in lines) == [e["n"] for e in taken]
