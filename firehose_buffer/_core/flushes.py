@@ -5,10 +5,17 @@ the generation with the newest record id (every record up to it is covered, sinc
 grow). The mark is ripe when each of those records has an outcome, and done once the
 failures among them are reported (spooled, or handed to ``on_failure``), which the worker
 does right after the tick. One mark answers every request made since the previous mark.
+
+With compressed records, lines become records only once the worker has compressed them,
+outside the tick, and may have to wait for room in the memory bound: the mark is then made
+*held* at once (counting the records outstanding, whose outcomes may come first), covers
+every record made while it is held, and is released with the newest record id once every
+line it covers is in a record. Requests made while it is held join it.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from ..stats import FlushResult
@@ -41,7 +48,7 @@ class FlushMark:
 class Flushes:
     """The flush generations of one buffer (state of the scheduler, under the engine lock)."""
 
-    __slots__ = ("_done", "_marked", "_open", "_ripe", "done_generation", "requested")
+    __slots__ = ("_done", "_marked", "_open", "_ripe", "done_generation", "held", "requested")
 
     def __init__(self) -> None:
         #: The newest generation asked for.
@@ -54,6 +61,8 @@ class Flushes:
         self._done: dict[int, FlushMark] = {}
         #: The newest generation whose mark is done.
         self.done_generation = 0
+        #: A mark whose lines are not all in records yet (see the module's doc).
+        self.held: FlushMark | None = None
 
     def request(self) -> int:
         self.requested += 1
@@ -66,21 +75,37 @@ class Flushes:
             return self._marked
         return None
 
-    def defer(self, generation: int) -> None:
-        """A due generation could not be marked yet (some of the lines it covers could not
-        become records): :meth:`due` returns it again."""
-        self._marked = min(self._marked, generation - 1)
-
-    def waiting(self) -> bool:
-        """A generation is due and not yet marked."""
-        return self.requested > self._marked
-
-    def mark(self, generation: int, marker: int, records: int, events: int) -> None:
-        mark = FlushMark(generation, marker, records, events)
-        if records == 0 and not self._open:
+    def mark(self, generation: int, marker: int, records: int, events: int, *,
+             held: bool = False) -> None:
+        """Mark ``generation``: the ``records`` outstanding (``events`` in them), ids up to
+        ``marker``. ``held``: more lines it covers are still to become records."""
+        if self.held is not None:
+            self.held.generation = generation  # joins the held mark, which covers it
+            return
+        mark = FlushMark(generation, sys.maxsize if held else marker, records, events)
+        if held:
+            self.held = mark
+            self._open.append(mark)
+        elif records == 0 and not self._open:
             self._ripe.append(mark)
         else:
             self._open.append(mark)
+
+    def created(self, events: int) -> None:
+        """A record was made while a mark is held: it covers it."""
+        held = self.held
+        if held is not None:
+            held.remaining += 1
+            held.events += events
+
+    def release(self, marker: int) -> None:
+        """Every line the held mark covers is in a record, the newest ``marker``."""
+        held = self.held
+        if held is None:
+            return
+        self.held = None
+        held.marker = marker
+        self._ripen()
 
     def resolved(self, record_id: int, events: int, *, delivered: bool) -> None:
         """A record has an outcome."""
@@ -93,7 +118,10 @@ class Flushes:
                     mark.delivered += events
                 else:
                     mark.failed += events
-        while self._open and self._open[0].remaining <= 0:
+        self._ripen()
+
+    def _ripen(self) -> None:
+        while self._open and self._open[0].remaining <= 0 and self._open[0] is not self.held:
             self._ripe.append(self._open.pop(0))
 
     def publish(self) -> bool:

@@ -66,9 +66,9 @@ class Record:
     #: Calls that carried it so far.
     attempts: int = 0
     not_before: float = 0.0
-    #: The raw lines of a compressed record kept apart (``data`` is their frame and there
-    #: are no ``sources``): what the failure sink gets.
-    lines: bytes | None = None
+    #: ``data`` is one compressed frame of its lines, and nothing else holds them (a line
+    #: kept apart, compressed): the failure sink gets them by decoding it.
+    framed: bool = False
 
     @property
     def wire(self) -> int:
@@ -79,8 +79,10 @@ class Record:
         since the memory is reused once the record is resolved."""
         if self.sources:
             return [bytes(seg.view[start:end]) for seg, start, end in self.sources]
-        if self.lines is not None:
-            return [self.lines]
+        if self.framed:
+            from .compression import decompress_object  # noqa: PLC0415  (only compressed)
+
+            return [decompress_object(self.data)]
         return [bytes(self.data)]
 
 

@@ -203,16 +203,11 @@ def run_for(sched: Scheduler, stream: int, must: int) -> Run:
     return run
 
 def runs_done(sched: Scheduler, *, complete: bool = True) -> None:
-    """Every run of the last tick is back (or dropped): mark a flush it was holding, unless
+    """Every run of the last tick is back (or dropped): release a held flush mark, unless
     some of the lines it covers are still staged (no room for their records, or the
-    compressor failed: ``complete`` False); then the next tick marks it."""
-    flush = sched._flush_after_runs
-    if flush is not None:
-        sched._flush_after_runs = None
-        if complete and not sched.starved():
-            sched._mark(flush)
-        else:
-            sched.flushes.defer(flush)
+    compressor failed: ``complete`` False); later ticks hand them out again."""
+    if sched.flushes.held is not None and complete and not sched.lines_waiting():
+        sched.flushes.release(sched._next_id - 1)
 
 def _store(sched: Scheduler, frame: memoryview) -> tuple[memoryview | bytes,
                                                          Segment | None] | None:

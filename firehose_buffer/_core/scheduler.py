@@ -101,18 +101,22 @@ class Scheduler:
         self.compressing = config.compression is not None
         #: Raw bytes per wire byte, from the records compressed so far.
         self.ratio = FIRST_RATIO
-        #: A flush a tick could not mark because its lines were out being compressed.
-        self._flush_after_runs: int | None = None
         #: The segment compressed records are written into (borrowed from the accumulator,
         #: so the bound covers them); a new one when a record does not fit.
         self.wire: Segment | None = None
         #: ``acc.freed`` when a compressed record found no room: until memory is freed, the
         #: staged lines wait without waking the worker.
         self._starved_at: int | None = None
+        #: Lines kept in durable files of their own whose frame found no room in the bound:
+        #: (stream, lines, events, born, sources), framed once memory is freed.
+        self._unframed: list[tuple[int, memoryview | bytes, int, float, tuple[Source, ...]]] = []
+        self._unframed_events = 0
         if self.compressing:
-            accumulator.reserve_bytes = min(
-                max(accumulator.segment_bytes, config.record_target_bytes),
-                config.max_buffer_bytes // 4)
+            # Never so much that a stream could not have a segment of its own.
+            seg = accumulator.segment_bytes
+            accumulator.reserve_bytes = max(0, min(
+                max(seg, config.record_target_bytes), config.max_buffer_bytes // 4,
+                config.max_buffer_bytes - len(config.streams) * seg))
         #: Lines kept apart that no record of the codec can hold, failed between ticks.
         self._too_large: list[Failure] = []
         self._wait = wait_random_exponential(
@@ -160,41 +164,42 @@ class Scheduler:
         for batch, outcome in outcomes:
             failures.extend(self._complete(batch, outcome, now, ttl_now))
         arrived = self._gather(ttl_now)
-        if self._too_large:
-            failures.extend(self._too_large)
-            self._too_large.clear()
         flush = self.flushes.due()
+        flushing = flush is not None or self.flushes.held is not None
         if not self.router.keyed:
             if arrived:
                 self._maybe_move_on(now)
-            if not everything and flush is None and abandon is None:
+            if not everything and not flushing and abandon is None:
                 self._merge_tails(ttl_now)
         runs: list[Run] = []
         if self.compressing and abandon is None:
-            runs = pack_runs(self, ttl_now, everything=everything or flush is not None)
+            if self._unframed and not self.starved():
+                self._frame_waiting()
+            runs = pack_runs(self, ttl_now, everything=everything or flushing)
             for s in self.streams:
                 if s.spans:
                     self.retire_done(s)  # sealed since their last lines went out
         else:
-            self._pack(ttl_now, everything=everything or flush is not None)
+            self._pack(ttl_now, everything=everything or flushing)
+        if self._too_large:
+            failures.extend(self._too_large)
+            self._too_large.clear()
         if flush is not None:
-            if runs:
-                self._flush_after_runs = flush
-            elif abandon is None and self.starved():
-                self.flushes.defer(flush)  # its lines wait for room to become records
-            else:
-                self._mark(flush)
+            # Lines out being compressed, or waiting for room, become records after this
+            # tick: the mark is held until they have (see flushes.py).
+            self.flushes.mark(flush, self._next_id - 1, self.outstanding_records,
+                              self.outstanding_events,
+                              held=bool(runs) or (abandon is None and self.lines_waiting()))
+        if self.flushes.held is not None and not runs and not self.lines_waiting():
+            self.flushes.release(self._next_id - 1)
         batches: list[Batch] = []
         if abandon is not None:
             failures.extend(self._abandon(abandon))
+            self.flushes.release(self._next_id - 1)
         else:
             batches = self._dispatch(now, ttl_now, failures)
         wake = self._next_wake(now, ttl_now, arrived)
         return Tick(batches, failures, wake, arrived, runs)
-
-    def _mark(self, flush: int) -> None:
-        self.flushes.mark(flush, self._next_id - 1, self.outstanding_records,
-                          self.outstanding_events)
 
     # -- lines in -------------------------------------------------------------------------
 
@@ -322,12 +327,21 @@ class Scheduler:
 
         frame = compress_whole(self.config.compression or "", self.config.compression_level,
                                data)
-        with self.acc.lock:
-            self.acc.oversized_bytes += len(frame)
-        record = self._record(frame, events, born, sources, raw=len(data))
-        if not sources:
-            record.lines = bytes(data)
-            record.apart += len(data)
+        if sources:
+            # Durable: the lines stay in their file (recovery reads them), so the frame needs
+            # room of its own; without it, it is made again once memory is freed.
+            if not self.acc.hold_apart(len(frame), anyway=not self.outstanding_records):
+                self._unframed.append((s.index, data, events, born, sources))
+                self._unframed_events += events
+                self.starve()
+                return
+            record = self._record(frame, events, born, sources, raw=len(data))
+        else:
+            # The frame takes the lines' place in memory; the failure sink decodes it.
+            with self.acc.lock:
+                self.acc.oversized_bytes += len(frame) - len(data)
+            record = self._record(frame, events, born, raw=len(data))
+            record.framed = True
         if len(frame) > self.config.max_record_bytes:
             self._too_large.append(self._fail(s, record, Reason.TOO_LARGE))
         else:
@@ -365,6 +379,22 @@ class Scheduler:
                 chunk.append(line)
                 size += len(line)
 
+    def _frame_waiting(self) -> None:
+        """Memory was freed: frame the lines kept apart that waited for room, in order."""
+        waiting, self._unframed = self._unframed, []
+        self._unframed_events = 0
+        for i, (index, data, events, born, sources) in enumerate(waiting):
+            self._apart(self.streams[index], data, events, born, sources)
+            if self._unframed:  # no room again: the rest wait behind it
+                for item in waiting[i + 1:]:
+                    self._unframed.append(item)
+                    self._unframed_events += item[2]
+                return
+
+    def lines_waiting(self) -> bool:
+        """Compressed: lines that cannot become records until memory is freed."""
+        return bool(self._unframed) or self.starved()
+
     def _maybe_move_on(self, now: float) -> None:
         """Keyless: once the sticky stream has had a record's worth, move to another."""
         s = self.streams[self.router.sticky]
@@ -399,6 +429,8 @@ class Scheduler:
         self.outstanding_bytes += len(data)
         for segment in record.holds:
             segment.open_records += 1
+        if self.flushes.held is not None:
+            self.flushes.created(events)
         return record
 
     def _pack(self, ttl_now: float, *, everything: bool) -> None:
@@ -643,7 +675,6 @@ class Scheduler:
         let its segments (and the memory it holds apart) be reused."""
         apart = r.apart
         r.data = b""  # let go of the segments' memory before it is reused
-        r.lines = None
         if self._durable:
             for segment, start, end in r.sources:
                 kept = segment.file
@@ -678,6 +709,10 @@ class Scheduler:
         """Fail everything not yet delivered, in flight included (it may have landed, if
         its call started)."""
         failures: list[Failure] = []
+        for index, data, events, born, sources in self._unframed:
+            self.streams[index].ready.append(self._record(data, events, born, sources))
+        self._unframed.clear()
+        self._unframed_events = 0
         for s in self.streams:
             pending = list(s.ready) + [item[2] for item in sorted(s.retry)]
             batch = s.in_flight
@@ -705,7 +740,7 @@ class Scheduler:
         capped = self.calls_in_flight >= self.config.concurrency
         starved = self.starved()
         times: list[float] = []
-        if self.flushes.waiting() and not starved:
+        if self.flushes.held is not None and not starved:
             times.append(now + TICK_SECONDS)
         for s in self.streams:
             for span in s.spans if not starved else ():
@@ -724,7 +759,7 @@ class Scheduler:
 
     @property
     def idle(self) -> bool:
-        return self.outstanding_records == 0 and not any(
+        return self.outstanding_records == 0 and not self._unframed and not any(
             s.staged_events for s in self.streams
         )
 
@@ -746,7 +781,7 @@ class Scheduler:
         return self.ledger.snapshot(
             unseen=unseen,
             buffered_events=sum(s.staged_events for s in self.streams)
-            + self.outstanding_events + unseen,
+            + self.outstanding_events + self._unframed_events + unseen,
             buffered_bytes=sum(s.staged_bytes for s in self.streams) + self.outstanding_bytes,
             memory_bytes=self.acc.held_bytes(),
             streams=streams,
@@ -755,7 +790,7 @@ class Scheduler:
     def pending_events(self) -> int:
         """Events accepted and without an outcome: in records, staged, or not yet seen."""
         return (self.outstanding_events + sum(s.staged_events for s in self.streams)
-                + self.unseen_events())
+                + self._unframed_events + self.unseen_events())
 
     def unseen_events(self) -> int:
         """Events written since the last tick (for stats between ticks)."""

@@ -216,6 +216,8 @@ class Accumulator:
         #: Room producers leave to the worker: with compression, compressed records are
         #: written into memory of the bound too, and must find some when producers filled it.
         self.reserve_bytes = 0
+        #: Segments the worker borrowed (compressed records are in them): the reserve.
+        self._borrowed: set[int] = set()
         #: Counts every release of memory (under ``lock``): the worker waiting for room to
         #: store compressed records reads it to know when to try again.
         self.freed = 0
@@ -248,7 +250,9 @@ class Accumulator:
             pass
         size = len(line)
         if size > self.segment_bytes:
-            self._make_room(size + self.reserve_bytes)
+            # The worker's reserve is left only beside other events: alone, a line may take
+            # all of the bound.
+            self._make_room(size + (self.reserve_bytes if self._events_held() else 0))
             entry = Oversized(line, self.backing.keep(index, line) if self.backing.durable
                               else None)
             self.oversized_bytes += size
@@ -278,10 +282,10 @@ class Accumulator:
     def _take_segment(self, reserve: int = 0) -> Segment:
         """A free or new segment; ``reserve``: room to leave unused (a stream's segment,
         with compression: the worker's room for compressed records)."""
-        if reserve and self._in_use() + self.segment_bytes > self.max_buffer_bytes - reserve:
+        if reserve and self._events_held() + self.segment_bytes > self.max_buffer_bytes - reserve:
             self._reclaim()
-            if self._in_use() and (
-                self._in_use() + self.segment_bytes > self.max_buffer_bytes - reserve
+            if self._events_held() and (
+                self._events_held() + self.segment_bytes > self.max_buffer_bytes - reserve
             ):
                 raise Full
         if self._free:
@@ -300,6 +304,10 @@ class Accumulator:
     def _in_use(self) -> int:
         """Memory holding events or records: what is held but free segments."""
         return self.held_bytes() - self.segment_bytes * len(self._free)
+
+    def _events_held(self) -> int:
+        """What producers' events hold: in use, but the worker's borrowed segments."""
+        return self._in_use() - self.segment_bytes * len(self._borrowed)
 
     def hold_apart(self, size: int, *, anyway: bool) -> bool:
         """Count ``size`` bytes the worker keeps outside every segment, if the bound has
@@ -352,6 +360,7 @@ class Accumulator:
         with self.lock:
             segment = self._take_segment()
             segment.state = TAKEN
+            self._borrowed.add(id(segment))
             return segment
 
     def take(self, index: int) -> tuple[list[Segment | Oversized], Segment | None]:
@@ -398,6 +407,7 @@ class Accumulator:
         segment.retired = False
         with self.lock:
             segment.state = FREE
+            self._borrowed.discard(id(segment))
             self._free.append(segment)
             self.freed += 1
             self.room.notify_all()
