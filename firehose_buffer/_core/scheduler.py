@@ -160,6 +160,8 @@ class Scheduler:
         if expected is not None and now - expected > FREEZE_SECONDS:
             self.frozen += now - expected
         ttl_now = now - self.frozen
+        if self.room_freed():
+            self._starved_at = None
         failures: list[Failure] = []
         for batch, outcome in outcomes:
             failures.extend(self._complete(batch, outcome, now, ttl_now))
@@ -682,8 +684,14 @@ class Scheduler:
                     kept.acked(start, end)
         for segment in r.holds:
             segment.open_records -= 1
-            if segment.open_records == 0 and segment.retired:
-                self.acc.release(cast(Segment, segment))
+            if segment.open_records == 0:
+                if segment is self.wire:
+                    # Back to the pool while nothing is in it: an idle worker holds no
+                    # memory producers may need (the next record borrows it again).
+                    self.wire = None
+                    self.acc.release(segment)
+                elif segment.retired:
+                    self.acc.release(cast(Segment, segment))
         if apart:
             self.acc.release_oversized(apart)
 
@@ -735,6 +743,11 @@ class Scheduler:
         """No memory was freed since a compressed record found no room."""
         return self._starved_at is not None and self._starved_at == self.acc.freed
 
+    def room_freed(self) -> bool:
+        """Compressed records found no room, and memory was freed since (maybe outside a
+        tick: the failure sink settling records): lines waiting for it can go now."""
+        return self._starved_at is not None and self._starved_at != self.acc.freed
+
     def _next_wake(self, now: float, ttl_now: float, arrived: int) -> float | None:
         linger = self.config.linger_seconds * (1 - DEADLINE_MARGIN)
         capped = self.calls_in_flight >= self.config.concurrency
@@ -782,7 +795,8 @@ class Scheduler:
             unseen=unseen,
             buffered_events=sum(s.staged_events for s in self.streams)
             + self.outstanding_events + self._unframed_events + unseen,
-            buffered_bytes=sum(s.staged_bytes for s in self.streams) + self.outstanding_bytes,
+            buffered_bytes=sum(s.staged_bytes for s in self.streams) + self.outstanding_bytes
+            + sum(len(item[1]) for item in self._unframed),
             memory_bytes=self.acc.held_bytes(),
             streams=streams,
         )

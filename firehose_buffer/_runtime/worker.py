@@ -221,8 +221,10 @@ class Worker:
                 if not self._inbox.empty():
                     return 0.0  # a re-entrant put() handed a line over just before the seal
                 return -1.0
-            if tick.runs:
-                return 0.0  # the records just made go at the next tick
+            if tick.runs or sched.room_freed():
+                # The records just made go at the next tick; or the failure sink freed the
+                # room records were waiting for.
+                return 0.0
             wake = tick.wake_at
             if wake_for_calls is not None:
                 # A call past its deadline is given up on at the next tick: be there.

@@ -250,9 +250,8 @@ class Accumulator:
             pass
         size = len(line)
         if size > self.segment_bytes:
-            # The worker's reserve is left only beside other events: alone, a line may take
-            # all of the bound.
-            self._make_room(size + (self.reserve_bytes if self._events_held() else 0))
+            # No reserve: compressed, its frame takes its place (or, durable, waits for room).
+            self._make_room(size)
             entry = Oversized(line, self.backing.keep(index, line) if self.backing.durable
                               else None)
             self.oversized_bytes += size
