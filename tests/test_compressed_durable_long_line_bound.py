@@ -16,6 +16,7 @@ import random
 import string
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -31,7 +32,7 @@ BOUND = 64 * 1024
 @pytest.mark.parametrize("durable", [True, False], ids=["durable", "memory"])
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
 def test_a_long_line_beside_staged_lines_keeps_memory_within_the_bound(
-    codec: str, durable: bool, tmp_path: Path,
+    codec: Literal["zstd", "gzip"], durable: bool, tmp_path: Path,
 ) -> None:
     """Two keyed streams, max_buffer_bytes=65,536, linger 1 s, every call answered after 1 s
     (so records stay outstanding while memory is sampled). Stream 0 takes a small event (its
