@@ -250,8 +250,10 @@ class Accumulator:
             pass
         size = len(line)
         if size > self.segment_bytes:
-            # No reserve: compressed, its frame takes its place (or, durable, waits for room).
-            self._make_room(size)
+            # Compressed, its frame takes its place in memory and needs no reserve; durable,
+            # the line stays in its file and the frame needs room beside it.
+            self._make_room(size + (self.reserve_bytes if self.backing.durable
+                                    and self._events_held() else 0))
             entry = Oversized(line, self.backing.keep(index, line) if self.backing.durable
                               else None)
             self.oversized_bytes += size

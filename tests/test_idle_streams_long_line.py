@@ -26,6 +26,8 @@ STREAMS = tuple(f"is-{i}" for i in range(4))
 BOUND = 20_480
 
 
+@pytest.mark.xfail(strict=True, reason="known limit (docs/concepts/memory.md): a line "
+                   "longer than a segment needs room beside every stream's current segment")
 @pytest.mark.parametrize("codec", ["zstd", "gzip", None], ids=["zstd", "gzip", "plain"])
 def test_an_idle_four_stream_buffer_takes_a_9_kb_line(
     codec: Literal["zstd", "gzip"] | None,
