@@ -15,9 +15,10 @@ and fails the line as ``closed``). Without compression the same run answers at o
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,27 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _two_events_put(tmp_path: Path, codec: str | None) -> Iterator[FirehoseBuffer]:
+    """Every call answered 503: a small event's record is sent (and will be retried), then
+    one incompressible 120 KB event is put; the buffer is closed by the caller."""
+    rnd = random.Random(7)
+    big = {"pad": base64.b64encode(rnd.randbytes(90_000)).decode()}
+    with LocalFirehose(streams=[STREAM], fault_rates=FaultRates(http_503=1.0), seed=1) as fh:
+        buffer = FirehoseBuffer(BufferConfig(
+            streams=(STREAM,), endpoint_url=fh.endpoint_url, region="us-east-1",
+            compression=codec, durable=True, spool_dir=str(tmp_path / "spool"),  # type: ignore[arg-type]
+            max_buffer_bytes=BOUND, max_record_bytes=250_000, linger_seconds=0.05,
+            record_ttl_seconds=1.0, retry_initial_backoff_seconds=0.05,
+            retry_max_backoff_seconds=0.1, max_block_seconds=2.0,
+        ))
+        assert buffer.put({"n": 1})
+        assert _wait_for(lambda: buffer.stats().requests_sent >= 1, 5.0), \
+            "the first record was never sent"
+        assert buffer.put(big)
+        yield buffer
+
+
 @pytest.mark.parametrize("codec", ["zstd", "gzip", None], ids=["zstd", "gzip", "plain"])
 def test_a_durable_line_waiting_for_room_is_framed_once_a_failure_frees_it(
     tmp_path: Path, codec: str | None,
@@ -54,21 +76,8 @@ def test_a_durable_line_waiting_for_room_is_framed_once_a_failure_frees_it(
     spooled). Compressed (zstd and gzip), it returned FlushResult(delivered=0, failed=1,
     pending=1) after its full 5 s (the long line never left the worker: framed at once by
     the next flush, which wakes it); without compression, (0, 2, 0) after about 1 s."""
-    rnd = random.Random(7)
-    big = {"pad": base64.b64encode(rnd.randbytes(90_000)).decode()}
-    with LocalFirehose(streams=[STREAM], fault_rates=FaultRates(http_503=1.0), seed=1) as fh:
-        buffer = FirehoseBuffer(BufferConfig(
-            streams=(STREAM,), endpoint_url=fh.endpoint_url, region="us-east-1",
-            compression=codec, durable=True, spool_dir=str(tmp_path / "spool"),
-            max_buffer_bytes=BOUND, max_record_bytes=250_000, linger_seconds=0.05,
-            record_ttl_seconds=1.0, retry_initial_backoff_seconds=0.05,
-            retry_max_backoff_seconds=0.1, max_block_seconds=2.0,
-        ))
+    with _two_events_put(tmp_path, codec) as buffer:
         try:
-            assert buffer.put({"n": 1})
-            assert _wait_for(lambda: buffer.stats().requests_sent >= 1, 5.0), \
-                "the first record was never sent"
-            assert buffer.put(big)
             started = time.monotonic()
             result = buffer.flush(5.0)
             took = time.monotonic() - started
@@ -90,25 +99,10 @@ def test_close_gives_a_durable_line_waiting_for_room_its_chance(
     expire (record_ttl_seconds=1) and be spooled, as without compression (about 1 s, both
     ``record_ttl_expired``). Compressed, close() waited out its flush time (4.0 s of 5) and
     then failed the long line as ``closed_before_delivery``: it was never sent."""
-    rnd = random.Random(7)
-    big = {"pad": base64.b64encode(rnd.randbytes(90_000)).decode()}
-    with LocalFirehose(streams=[STREAM], fault_rates=FaultRates(http_503=1.0), seed=1) as fh:
-        buffer = FirehoseBuffer(BufferConfig(
-            streams=(STREAM,), endpoint_url=fh.endpoint_url, region="us-east-1",
-            compression=codec, durable=True, spool_dir=str(tmp_path / "spool"),
-            max_buffer_bytes=BOUND, max_record_bytes=250_000, linger_seconds=0.05,
-            record_ttl_seconds=1.0, retry_initial_backoff_seconds=0.05,
-            retry_max_backoff_seconds=0.1, max_block_seconds=2.0,
-        ))
-        try:
-            assert buffer.put({"n": 1})
-            assert _wait_for(lambda: buffer.stats().requests_sent >= 1, 5.0), \
-                "the first record was never sent"
-            assert buffer.put(big)
-        finally:
-            started = time.monotonic()
-            result = buffer.close(5.0)
-            took = time.monotonic() - started
+    with _two_events_put(tmp_path, codec) as buffer:
+        started = time.monotonic()
+        result = buffer.close(5.0)
+        took = time.monotonic() - started
         stats = buffer.stats()
     reasons = {str(k): v for k, v in stats.failures_by_reason.items()}
     assert reasons == {"record_ttl_expired": 2}, (

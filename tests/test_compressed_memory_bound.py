@@ -25,6 +25,16 @@ STREAM = "cz-bound-0"
 BOUND = 256 * 1024
 
 
+def _buffer(fh: LocalFirehose, codec: str) -> FirehoseBuffer:
+    """A compressed buffer on a 256 KiB bound that drops what does not fit."""
+    return FirehoseBuffer(BufferConfig(
+        streams=(STREAM,), endpoint_url=fh.endpoint_url, region="us-east-1",
+        compression=codec, max_buffer_bytes=BOUND, max_record_bytes=64 * 1024,  # type: ignore[arg-type]
+        on_full="drop", linger_seconds=0.05, retry_initial_backoff_seconds=0.01,
+        retry_max_backoff_seconds=0.05,
+    ))
+
+
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
 def test_memory_bytes_stay_within_the_bound_while_every_call_fails(codec: str) -> None:
     """Every call answered 503, events that compress poorly (random base64) put as fast as
@@ -34,12 +44,7 @@ def test_memory_bytes_stay_within_the_bound_while_every_call_fails(codec: str) -
     rnd = random.Random(7)
     events = [{"pad": base64.b64encode(rnd.randbytes(300)).decode()} for _ in range(2000)]
     with LocalFirehose(streams=[STREAM], fault_rates=FaultRates(http_503=1.0), seed=1) as fh:
-        buffer = FirehoseBuffer(BufferConfig(
-            streams=(STREAM,), endpoint_url=fh.endpoint_url, region="us-east-1",
-            compression=codec, max_buffer_bytes=BOUND, max_record_bytes=64 * 1024,
-            on_full="drop", linger_seconds=0.05, retry_initial_backoff_seconds=0.01,
-            retry_max_backoff_seconds=0.05,
-        ))
+        buffer = _buffer(fh, codec)
         try:
             peak = 0
             dropped = False
@@ -66,12 +71,7 @@ def test_a_full_bound_of_compressed_records_drains_once_the_endpoint_recovers(co
     events = [{"pad": base64.b64encode(rnd.randbytes(300)).decode(), "n": i}
               for i in range(4000)]
     with LocalFirehose(streams=[STREAM], fault_rates=FaultRates(http_503=1.0), seed=1) as fh:
-        buffer = FirehoseBuffer(BufferConfig(
-            streams=(STREAM,), endpoint_url=fh.endpoint_url, region="us-east-1",
-            compression=codec, max_buffer_bytes=BOUND, max_record_bytes=64 * 1024,
-            on_full="drop", linger_seconds=0.05, retry_initial_backoff_seconds=0.01,
-            retry_max_backoff_seconds=0.05,
-        ))
+        buffer = _buffer(fh, codec)
         try:
             taken = [e for e in events if buffer.put(e)]
             assert len(taken) < len(events), "the buffer never filled"
