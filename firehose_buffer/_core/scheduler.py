@@ -419,12 +419,16 @@ class Scheduler:
         """A record of ``data`` (the raw lines themselves unless ``raw`` says otherwise),
         keeping the segments of ``sources`` (and ``wire``, the one ``data`` is in) from reuse
         until it has an outcome. ``data`` in no segment counts against the bound apart."""
-        held = {id(seg): seg for seg, _, _ in sources}
-        if wire is not None:
-            held[id(wire)] = wire
+        if len(sources) == 1 and wire is None:
+            holds: tuple[SegmentRef, ...] = (sources[0][0],)  # the common case: one slice
+        else:
+            held = {id(seg): seg for seg, _, _ in sources}
+            if wire is not None:
+                held[id(wire)] = wire
+            holds = tuple(held.values())
         apart = len(data) if not sources or (raw is not None and wire is None) else 0
         record = Record(self._next_id, data, events, len(data) if raw is None else raw, born,
-                        sources, tuple(held.values()), apart)
+                        sources, holds, apart)
         self._next_id += 1
         self.outstanding_records += 1
         self.outstanding_events += events
