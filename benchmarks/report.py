@@ -35,7 +35,8 @@ class Row:
         return data
 
 
-def _num(value: float | None) -> str:
+def fmt_num(value: float | None) -> str:
+    """A figure as the tables print it (also the docs site's table)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     magnitude = abs(value)
@@ -55,8 +56,8 @@ def table(rows: list[Row]) -> str:
     lines = [
         (
             r.figure,
-            f"{_num(r.measured)} {r.unit}",
-            f"{_num(r.reference)} ({r.reference_label})" if r.reference is not None else "-",
+            f"{fmt_num(r.measured)} {r.unit}",
+            f"{fmt_num(r.reference)} ({r.reference_label})" if r.reference is not None else "-",
             f"{r.ratio:.3f}x" if r.ratio is not None else "-",
             r.goal or "-",
             {True: "yes", False: "NO", None: "info"}[r.met],
@@ -80,11 +81,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """The table as README shows it, from the JSON ``run.py --output`` wrote."""
     out = ["| figure | measured | reference | ratio | goal | met? |", "|---|---|---|---|---|---|"]
     for r in rows:
-        ref = f"{_num(r['reference'])} ({r['reference_label']})" if r["reference"] is not None \
+        ref = f"{fmt_num(r['reference'])} ({r['reference_label']})" if r["reference"] is not None \
             else "-"
         ratio = f"{r['ratio']:.3f}x" if r["ratio"] is not None else "-"
         met = {True: "yes", False: "NO", None: "info"}[r["met"]]
-        out.append(f"| {r['figure']} | {_num(r['measured'])} {r['unit']} | {ref} | {ratio} "
+        out.append(f"| {r['figure']} | {fmt_num(r['measured'])} {r['unit']} | {ref} | {ratio} "
                    f"| {r['goal'] or '-'} | {met} |")
     return "\n".join(out)
 

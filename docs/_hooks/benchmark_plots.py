@@ -18,6 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from benchmarks.report import fmt_num
+
 Row = dict[str, Any]
 Warn = Callable[[str], None]
 
@@ -278,21 +280,6 @@ def draw(data: dict[str, Any], warn: Warn) -> dict[str, str]:
     return out
 
 
-def _num(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    magnitude = abs(value)
-    if magnitude == 0:
-        return "0"
-    if magnitude >= 1000:
-        return f"{value:,.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude >= 0.01:
-        return f"{value:.5g}"
-    return f"{value:.2e}"
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -301,11 +288,11 @@ def table(data: dict[str, Any]) -> str:
     out = ["| figure | measured | reference | ratio | goal | met? |",
            "|---|---|---|---|---|---|"]
     for r in data.get("rows", []):
-        ref = (f"{_num(r['reference'])} ({r['reference_label']})"
+        ref = (f"{fmt_num(r['reference'])} ({r['reference_label']})"
                if r.get("reference") is not None else "-")
         ratio = f"{r['ratio']:.3f}x" if r.get("ratio") is not None else "-"
         met = {True: "yes", False: "NO", None: "info"}[r.get("met")]
-        measured = (f"{_num(r['measured'])} {r['unit']}" if _number(r["measured"])
+        measured = (f"{fmt_num(r['measured'])} {r['unit']}" if _number(r["measured"])
                     else f"- {r.get('notes', '')}")
         out.append(f"| {_cell(r['figure'])} | {_cell(measured)} | {_cell(ref)} | {ratio} "
                    f"| {_cell(r.get('goal') or '-')} | {met} |")

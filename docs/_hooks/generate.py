@@ -21,6 +21,8 @@ from mkdocs.plugins import get_plugin_logger
 from mkdocs.structure.files import File, Files
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The repository root: the plots format figures as benchmarks/report.py does.
+sys.path.insert(0, str(Path(__file__).parents[2]))
 
 import benchmark_plots
 import cli_reference
