@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -55,3 +56,13 @@ def no_leaked_buffer_threads() -> Iterator[None]:
             f"test left {len(leaked)} thread(s) running: "
             f"{sorted(t.name for t in leaked)}; close every FirehoseBuffer and LocalFirehose",
         )
+
+
+@pytest.fixture
+def refused_endpoint() -> str:
+    """An endpoint whose port nothing listens on: every connection is refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -35,16 +34,6 @@ from firehose_buffer.emulator import Fault, LocalFirehose
 ROOT = Path(__file__).resolve().parent.parent
 STREAM = "close-0"
 LOST = re.compile(r"close\(\) timed out: (\d+) events")
-
-
-@pytest.fixture
-def refused_endpoint() -> str:
-    """An endpoint whose port nothing listens on: every connection is refused."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def _run_child(script: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

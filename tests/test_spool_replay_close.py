@@ -12,7 +12,6 @@ is not short.
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -27,16 +26,6 @@ STREAM = "replay-close-0"
 OLD = 100
 NEW = 1000
 CLOSE_TIMEOUT = 3.0
-
-
-@pytest.fixture
-def refused_endpoint() -> str:
-    """An endpoint whose port nothing listens on: every connection is refused."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
 
 
 def _spool_lines(spool: Path) -> Counter[bytes]:
