@@ -110,7 +110,6 @@ class Scheduler:
         #: Lines kept in durable files of their own whose frame found no room in the bound:
         #: (stream, lines, events, born, sources), framed once memory is freed.
         self._unframed: list[tuple[int, memoryview | bytes, int, float, tuple[Source, ...]]] = []
-        self._unframed_events = 0
         if self.compressing:
             # Never so much that a stream could not have a segment of its own.
             seg = accumulator.segment_bytes
@@ -334,7 +333,6 @@ class Scheduler:
             # room of its own; without it, it is made again once memory is freed.
             if not self.acc.hold_apart(len(frame), anyway=not self.outstanding_records):
                 self._unframed.append((s.index, data, events, born, sources))
-                self._unframed_events += events
                 self.starve()
                 return
             record = self._record(frame, events, born, sources, raw=len(data))
@@ -384,14 +382,14 @@ class Scheduler:
     def _frame_waiting(self) -> None:
         """Memory was freed: frame the lines kept apart that waited for room, in order."""
         waiting, self._unframed = self._unframed, []
-        self._unframed_events = 0
         for i, (index, data, events, born, sources) in enumerate(waiting):
             self._apart(self.streams[index], data, events, born, sources)
             if self._unframed:  # no room again: the rest wait behind it
-                for item in waiting[i + 1:]:
-                    self._unframed.append(item)
-                    self._unframed_events += item[2]
+                self._unframed.extend(waiting[i + 1:])
                 return
+
+    def _unframed_events(self) -> int:
+        return sum(item[2] for item in self._unframed)
 
     def lines_waiting(self) -> bool:
         """Compressed: lines that cannot become records until memory is freed."""
@@ -724,7 +722,6 @@ class Scheduler:
         for index, data, events, born, sources in self._unframed:
             self.streams[index].ready.append(self._record(data, events, born, sources))
         self._unframed.clear()
-        self._unframed_events = 0
         for s in self.streams:
             pending = list(s.ready) + [item[2] for item in sorted(s.retry)]
             batch = s.in_flight
@@ -798,7 +795,7 @@ class Scheduler:
         return self.ledger.snapshot(
             unseen=unseen,
             buffered_events=sum(s.staged_events for s in self.streams)
-            + self.outstanding_events + self._unframed_events + unseen,
+            + self.outstanding_events + self._unframed_events() + unseen,
             buffered_bytes=sum(s.staged_bytes for s in self.streams) + self.outstanding_bytes
             + sum(len(item[1]) for item in self._unframed),
             memory_bytes=self.acc.held_bytes(),
@@ -808,7 +805,7 @@ class Scheduler:
     def pending_events(self) -> int:
         """Events accepted and without an outcome: in records, staged, or not yet seen."""
         return (self.outstanding_events + sum(s.staged_events for s in self.streams)
-                + self._unframed_events + self.unseen_events())
+                + self._unframed_events() + self.unseen_events())
 
     def unseen_events(self) -> int:
         """Events written since the last tick (for stats between ticks)."""
