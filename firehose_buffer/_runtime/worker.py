@@ -141,26 +141,26 @@ class Worker:
         """Lines handed over after the last look at the inbox (a re-entrant put() that passed
         the closed check as the worker ended): counted lost, never silently gone. Durable
         ones are in files of their own, which a later buffer recovers."""
-        handed, dropped = self._take_inbox(0.0)
-        lost = sum(1 for _, line in handed if isinstance(line, bytes))
+        lost = dropped = 0
+        try:
+            while True:
+                item = self._inbox.get_nowait()
+                if item is DROPPED:
+                    dropped += 1  # put() returned False: counted, not lost
+                elif isinstance(item, tuple) and isinstance(item[1], bytes):
+                    lost += 1
+        except queue.Empty:
+            pass
         if lost or dropped:
             with self.engine.lock:
                 self.engine.ledger.lost(lost)
-                self.engine.ledger.dropped(dropped)  # put() returned False: counted, not lost
+                self.engine.ledger.dropped(dropped)
         if lost:
             log.warning("%d events put re-entrantly as the buffer closed were not sent: "
                         "counted in events_lost", lost)
 
     def _wait(self, timeout: float | None) -> None:
         """Until woken or ``timeout``; then take what re-entrant puts left in the inbox."""
-        handed, dropped = self._take_inbox(timeout)
-        if handed or dropped:
-            self.engine.intake.adopt(handed, dropped)
-
-    def _take_inbox(self, timeout: float | None) -> tuple[list[tuple[int, bytes | Segment]],
-                                                          int]:
-        """Wait up to ``timeout`` for the first item, then take every one queued: the lines
-        handed over, and how many re-entrant puts were refused."""
         inbox = self._inbox
         handed: list[tuple[int, bytes | Segment]] = []
         dropped = 0
@@ -175,7 +175,8 @@ class Worker:
                 item = inbox.get_nowait()
         except queue.Empty:
             pass
-        return handed, dropped
+        if handed or dropped:
+            self.engine.intake.adopt(handed, dropped)
 
     def _compress(self, runs: list[Run]) -> list[Failure]:
         engine = self.engine
