@@ -1,14 +1,18 @@
-"""Small helpers the tests share: a keeping on_failure, waiting with a deadline, and the
-lines the emulator accepted."""
+"""Small helpers the tests share: a keeping on_failure, waiting with a deadline, the lines
+the emulator accepted, and what a recovery would find in durable segment files now."""
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import orjson
 import pytest
 
+from firehose_buffer._storage.durable import PAGE, read_image
 from firehose_buffer.emulator import LocalFirehose
 
 
@@ -37,3 +41,25 @@ def accepted_lines(firehose: LocalFirehose, stream: str) -> list[bytes]:
     """Every event line the emulator accepted for ``stream``, in order."""
     return [line for record in firehose.accepted_records(stream)
             for line in record[:-1].split(b"\n")]
+
+
+def recover_now(owner: Path) -> list[tuple[int, bool]]:
+    """What a recovery would send if the process died now: (event id, counted as a
+    possible duplicate) for every line, in every file of the owner."""
+    out: list[tuple[int, bool]] = []
+    for path in sorted(owner.glob("*.seg")):
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            image = read_image(m)
+            if image is None:
+                continue
+            for a, b in image.unacked():
+                pos = a
+                for line in m[PAGE + a:PAGE + b].splitlines(keepends=True):
+                    end = pos + len(line)
+                    out.append((orjson.loads(line)["i"], end <= image.sent))
+                    pos = end
+    return out
+
+
+def line_ids(data: bytes | memoryview) -> list[int]:
+    return [orjson.loads(line)["i"] for line in bytes(data).splitlines()]

@@ -27,13 +27,12 @@ from firehose_buffer._core.scheduler import Scheduler
 from firehose_buffer._service.outcome import Outcome
 from firehose_buffer._storage import durable
 from firehose_buffer._storage.durable import (
-    PAGE,
     DurableStore,
     dead_owners,
     read_image,
 )
 from firehose_buffer.emulator import LocalFirehose
-from tests.support import accepted_lines
+from tests.support import accepted_lines, line_ids, recover_now
 
 # -- configuration --------------------------------------------------------------------------
 
@@ -196,28 +195,6 @@ def test_a_full_segment_has_no_nul_and_loses_no_line(tmp_path: Path) -> None:
 # -- the scheduler's life: at any moment, the files hold every line without an outcome -------
 
 
-def _recover_now(owner: Path) -> list[tuple[int, bool]]:
-    """What a recovery would send if the process died now: (event id, counted as a
-    possible duplicate) for every line, in every file of the owner."""
-    out: list[tuple[int, bool]] = []
-    for path in sorted(owner.glob("*.seg")):
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            image = read_image(m)
-            if image is None:
-                continue
-            for a, b in image.unacked():
-                pos = a
-                for line in m[PAGE + a:PAGE + b].splitlines(keepends=True):
-                    end = pos + len(line)
-                    out.append((orjson.loads(line)["i"], end <= image.sent))
-                    pos = end
-    return out
-
-
-def _ids(data: bytes | memoryview) -> list[int]:
-    return [orjson.loads(line)["i"] for line in bytes(data).splitlines()]
-
-
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
@@ -250,7 +227,7 @@ def test_recovery_at_any_moment_finds_every_line_without_an_outcome(
             codes = outcome.codes
             for r, code in zip(batch.records, codes or [], strict=False):
                 if code is None:
-                    done.update(_ids(r.data))
+                    done.update(line_ids(r.data))
         result = sched.tick(now, outcomes)
         in_flight.extend(result.batches)
         failed.extend(result.failures)
@@ -293,13 +270,13 @@ def test_recovery_at_any_moment_finds_every_line_without_an_outcome(
         assert store.owner is not None or not accepted
         if store.owner is None:
             continue
-        found = _recover_now(store.owner)
+        found = recover_now(store.owner)
         ids = [i for i, _ in found]
         missing = accepted - done - set(ids)
         assert not missing, sorted(missing)[:10]
         assert set(ids) <= accepted
         # Firehose may have stored what is in flight (the answer lost with the process).
-        maybe = done | {i for batch in in_flight for r in batch.records for i in _ids(r.data)}
+        maybe = done | {i for batch in in_flight for r in batch.records for i in line_ids(r.data)}
         for i, counted in found:
             assert counted or i not in maybe, i
         assert len(ids) == len(set(ids))  # a moved remainder is acknowledged where it was
@@ -358,6 +335,6 @@ def test_failed_events_are_spooled_and_only_then_acknowledged(
         store = buffer._engine.store
         assert store is not None and store.owner is not None
         assert dead_owners(spool) == []  # ours: never taken for a dead one
-        assert _recover_now(store.owner) == []
+        assert recover_now(store.owner) == []
         buffer.close()
     assert buffer.stats().events_spooled == 500

@@ -355,6 +355,45 @@ class Accumulator:
 
     # -- the worker ------------------------------------------------------------------------
 
+    def reseat(self, index: int, current: Segment, start: int, limit: int) -> int | None:
+        """Move stream ``index`` on from ``current`` to a free segment that starts with a
+        copy of ``current``'s lines from ``start`` (at most ``limit`` bytes of them), so the
+        stream writes to the same few pages again (see ``Scheduler._reseat``). Returns where
+        the copy ended in ``current``, or None (the bound half used, the rest too long, the
+        stream moved on or closed). Lines put() writes to ``current`` after that point,
+        before the ring's append, are read from it as a sealed segment's."""
+        with self.lock:
+            ring = self.rings[index]
+            if (self.closed or ring[-1] is not current
+                    or 2 * (self._events_held() + self.segment_bytes) > self.max_buffer_bytes):
+                return None
+            end = current.tell()
+            if end - start > limit:
+                return None
+            if not self._free:
+                try:
+                    self._free.append(self._take_segment(self.reserve_bytes))
+                except Full:
+                    return None
+            kept = current.file
+            if kept is not None:
+                kept.in_flight(end)  # a death before the acknowledgment finds both copies
+            segment = self._free.pop()
+            try:
+                segment.write(current.view[start:end])
+                self.backing.filling(segment, index)
+            except BaseException:
+                if segment.file is not None:  # zeroed again: its data must end at a NUL
+                    segment.file.recycle(segment.tell())
+                segment.seek(0)
+                self._free.append(segment)
+                raise
+            ring.append(segment)
+            segment.state = FILLING
+            if kept is not None:
+                kept.acked(start, end)  # kept in the new segment
+            return end
+
     def borrow(self) -> Segment:
         """A free segment for the worker's own use (compressed records are written into
         one); raises :class:`Full`. It comes back through :meth:`release`."""
