@@ -3,9 +3,11 @@
 - put() caller CPU, durable against memory, 0.5 KB and 4 KB events (interleaved rounds, both
   buffers shipping to a null transport in this process; the durable one's files on the disk's
   file system, the harder case: tmpfs has no write-back);
-- minor page faults per 0.5 KB put in steady state, durable, with the segment files written
-  back (``fsync``) every second: each write-back makes the next write to a page fault once,
-  and the kernel does it only every ~30 s (``dirty_expire_centisecs``), so this bounds it;
+- minor page faults per 0.5 KB put in steady state, durable, refaults after write-back
+  included: each write-back makes the next write to each page fault once. The files are
+  written back (``fsync``) at the kernel's cadence (``vm.dirty_expire_centisecs``, 30 s),
+  over one whole period, at 500, 4,000 and 32,000 (16 MB/s) puts a second and back to
+  back; then every second (30x the kernel's rate) as a stress figure without a goal;
 - CPU of the buffer's own threads (worker, senders) at 16 MB/s, durable minus memory (the
   acknowledgments, the marks, zeroing released segments), and the disk bytes the durable
   run dirtied per second (``/proc/self/io`` ``write_bytes``: what write-back will write);
@@ -110,62 +112,122 @@ def put_cpu(size: int, quick: bool, base: Path) -> Row:
 # -- page faults ---------------------------------------------------------------------------------
 
 
+def _write_back(owner_dir: Path) -> None:
+    """Write the segment files back, as the kernel's flusher does: every dirty page clean
+    (and write-protected, so the next write to it faults)."""
+    for path in owner_dir.glob("*/*.seg"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _writeback(owner_dir: Path, stop: threading.Event, every: float) -> None:
-    """Write the segment files back, as the kernel's flusher does (here far more often)."""
     while not stop.wait(every):
-        for path in owner_dir.glob("*/*.seg"):
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _write_back(owner_dir)
 
 
-def page_faults(quick: bool, base: Path, size: int = 512) -> Row:
-    """Puts for a few seconds while the files are written back every second."""
+def kernel_writeback_seconds() -> float:
+    """How long the kernel lets a file page stay dirty before its flusher writes it back
+    (``vm.dirty_expire_centisecs``; the flusher looks every ``dirty_writeback_centisecs``,
+    so a file written all the time is written back every 30-35 s by default)."""
+    try:
+        return int(Path("/proc/sys/vm/dirty_expire_centisecs").read_text()) / 100
+    except (OSError, ValueError):
+        return 30.0
+
+
+def _paced(put: Any, events: list[Any], rate: int | None, seconds: float) -> int:
+    """``rate`` puts a second (None: back to back) for ``seconds``; returns how many."""
+    n = len(events)
+    start = time.perf_counter()
+    count = 0
+    if rate is None:
+        while time.perf_counter() - start < seconds:
+            for i in range(10_000):
+                put(events[i % n])
+            count += 10_000
+        return count
+    while (elapsed := time.perf_counter() - start) < seconds:
+        due = min(int(elapsed * rate) + 1, int(seconds * rate))
+        while count < due:
+            put(events[count % n])
+            count += 1
+        time.sleep(0.001)
+    return count
+
+
+def page_faults(quick: bool, base: Path, rate: int | None, period: float, *, window: float,
+                size: int = 512) -> Row:
+    """Faults per put at ``rate`` over ``window`` seconds, the files written back at its
+    start and every ``period`` seconds."""
     events = fixed_size(2000, size, seed=size + 12)
-    seconds = 3.0 if quick else 10.0
     spool = Path(tempfile.mkdtemp(prefix="durable-faults-", dir=base))
+    owner_dir = spool / durable.DIRECTORY
     stop = threading.Event()
-    flusher = threading.Thread(target=_writeback, args=(spool / durable.DIRECTORY, stop, 1.0),
-                               daemon=True)
+    flusher = threading.Thread(target=_writeback, args=(owner_dir, stop, period), daemon=True)
     try:
         with _buffer(spool) as buffer:
             put = buffer.put
-            n = len(events)
             for i in range(200_000):  # every segment the bound allows made and touched once
-                put(events[i % n])
+                put(events[i % len(events)])
             buffer.flush(30)
+            _paced(put, events, rate, 1.0 if quick else 3.0)  # the rate's steady state
+            _write_back(owner_dir)
             flusher.start()
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             thread_before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
             start = time.perf_counter()
-            count = 0
-            while time.perf_counter() - start < seconds:
-                for i in range(10_000):
-                    put(events[i % n])
-                count += 10_000
-            buffer.flush(30)
+            count = _paced(put, events, rate, window)
             elapsed = time.perf_counter() - start
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
             put_faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - thread_before
+            buffer.flush(30)
     finally:
         stop.set()
         flusher.join(5)
         shutil.rmtree(spool, ignore_errors=True)
     per_event = faults / count
+    pace = "back to back" if rate is None else f"{rate:,} puts/s"
+    kernel = kernel_writeback_seconds()
+    if period >= kernel:
+        figure = f"durable: minor page faults per put(), {size} B, {pace}, kernel write-back"
+        how = (f"written back at the start and every {period:.0f} s, the kernel's "
+               f"vm.dirty_expire ({kernel:.0f} s)")
+        goal = f"<= {FAULTS_GOAL}"
+        met: bool | None = per_event <= FAULTS_GOAL
+    else:
+        figure = (f"durable: minor page faults per put(), {size} B, {pace}, write-back every "
+                  f"{period:g} s")
+        how = (f"written back every {period:g} s, {kernel / period:.0f}x the kernel's rate "
+               f"(a stress figure, not the goal's)")
+        goal = ""
+        met = None
     return Row(
-        figure=f"durable: minor page faults per put(), {size} B, write-back every 1 s",
-        measured=per_event, unit="faults/event", goal=f"<= {FAULTS_GOAL}",
-        met=per_event <= FAULTS_GOAL,
-        notes=f"ru_minflt of the process over {seconds:.0f} s of puts and their flush, the "
-              f"segment files fsync-ed every second (the kernel: every ~30 s); {_fs(base)}",
+        figure=figure, measured=per_event, unit="faults/event", goal=goal, met=met,
+        notes=f"ru_minflt of the whole process over {window:.0f} s of puts, the segment files "
+              f"{how}; {_fs(base)}",
         details={"events": count, "faults": faults, "put_thread_faults": put_faults,
-                 "seconds": elapsed},
+                 "faults_per_second": faults / elapsed, "seconds": elapsed, "rate": rate,
+                 "writeback_every": period},
     )
+
+
+def page_fault_rows(quick: bool, base: Path) -> list[Row]:
+    """At the kernel's write-back cadence: the mission's rates for one process (500 and
+    4,000 events/s, 16 MB/s) and back to back; then forced every second, as a stress."""
+    kernel = kernel_writeback_seconds()
+    if quick:  # every row once, shortened: the figures are not the goal's
+        return [page_faults(quick, base, 4000, 3.0, window=3.0),
+                page_faults(quick, base, None, 1.0, window=3.0)]
+    rows = [page_faults(quick, base, rate, kernel, window=kernel)
+            for rate in (500, 4000, 32_000, None)]
+    rows += [page_faults(quick, base, rate, 1.0, window=10.0) for rate in (32_000, None)]
+    return rows
 
 
 # -- 16 MB/s: the buffer's threads' CPU, disk bytes ------------------------------------------------
@@ -435,7 +497,8 @@ def recovery_scan(quick: bool, base: Path) -> list[Row]:
 
 def run(quick: bool) -> list[Row]:
     base = _spool_base()
-    rows = [put_cpu(512, quick, base), put_cpu(4096, quick, base), page_faults(quick, base)]
+    rows = [put_cpu(512, quick, base), put_cpu(4096, quick, base)]
+    rows.extend(page_fault_rows(quick, base))
     rows.extend(worker_cpu(quick, base))
     rows.extend(kills(quick, base))
     rows.extend(recovery_scan(quick, base))
