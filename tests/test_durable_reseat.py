@@ -5,17 +5,14 @@ The kernel writes a dirty file page back about every 30 s, and the next write to
 write-back writes every page written since. What a stream writes between two write-backs is
 what both cost, so a slow stream must not walk through whole segments. These tests drive the
 real scheduler and segment files with simulated time: the furthest byte written into any
-file stays a small part of a segment, every line is delivered once and in order, a death in
-the middle of a move leaves every line recoverable, a line found twice counted, and after a
-write-back the caller's next writes do not fault (the worker took those faults).
+file stays a small part of a segment, every line is delivered once and in order, and a
+death in the middle of a move leaves every line recoverable, a line found twice counted.
 """
 
 from __future__ import annotations
 
 import collections
 import mmap
-import os
-import resource
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,35 +191,5 @@ def test_a_death_in_the_middle_of_a_move_loses_nothing_and_counts_the_copies(
         assert all(len(c) == 2 and any(c) for c in twice.values()), twice
         if where == "acked":
             assert twice, "the copy and its old place are both in the files"
-    finally:
-        producer.close()
-
-
-def test_after_a_write_back_the_worker_takes_the_faults_not_the_caller(tmp_path: Path) -> None:
-    """A write-back leaves every page of the files write-protected: the next write to each
-    faults. The worker's tick makes the pages the stream writes next writable again, so the
-    caller's next 100 KB of lines fault nowhere (without it: one fault per page)."""
-    if durable._fs_type(tmp_path) in ("tmpfs", None) or durable._madvise is None:
-        pytest.skip("needs a file system with write-back and MADV_POPULATE_WRITE")
-    producer = Producer(tmp_path)
-    try:
-        collections.deque(producer.run(2.0, 2000, 500), maxlen=0)
-        lines = [orjson.dumps({"i": producer.next_id + k, "p": "x" * 980}) + b"\n"
-                 for k in range(100)]
-        assert producer.store is not None and producer.store.owner is not None
-        for path in producer.store.owner.glob(f"*{durable.SUFFIX}"):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        producer.tick()
-        append = producer.sched.acc.append
-        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-        for line in lines:
-            append(0, line)
-        faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
-        producer.next_id += len(lines)
-        assert faults == 0, faults
     finally:
         producer.close()

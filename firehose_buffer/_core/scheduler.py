@@ -47,11 +47,9 @@ TICK_SECONDS = 0.01
 MERGE_TAIL_BYTES = 64 * 1024
 #: Durable: a stream moves to a free segment once this much of its current one (at most an
 #: eighth) is cut into records and the rest is at most RESEAT_MOVE_BYTES (a quarter): the
-#: rest is copied over (see ``_tend_pages``).
+#: rest is copied over (see ``_reseat``).
 RESEAT_AFTER_BYTES = 64 * 1024
 RESEAT_MOVE_BYTES = 256 * 1024
-#: Durable: how far past the last line seen the worker makes the pages writable each tick.
-PREFAULT_BYTES = 256 * 1024
 #: Only a remainder younger than this share of linger moves (it waits again, from the age
 #: it had, on the stream it joins).
 MERGE_TAIL_AGE = 0.5
@@ -207,7 +205,7 @@ class Scheduler:
         else:
             batches = self._dispatch(now, ttl_now, failures)
             if self._durable and not self.compressing and not everything and not flushing:
-                self._tend_pages(ttl_now)
+                self._reseat(ttl_now)
         wake = self._next_wake(now, ttl_now, arrived)
         return Tick(batches, failures, wake, arrived, runs)
 
@@ -274,7 +272,7 @@ class Scheduler:
             # Scanned now, with the age the lines already had, so linger still holds for them.
             self._gather_stream(self.streams[sticky], oldest)
 
-    def _tend_pages(self, ttl_now: float) -> None:
+    def _reseat(self, ttl_now: float) -> None:
         """Durable: the kernel writes a dirty page of a file back (about every 30 s) and
         the next write to it faults again, so what costs is how many pages a stream writes
         between two write-backs. Filling each segment before moving on, a stream writes
@@ -283,19 +281,13 @@ class Scheduler:
         is left is short, the stream moves to a free segment (the free list is last in,
         first out: the one released last) with that rest copied to its start, so it writes
         the same few pages again and again, and write-back has fewer to write. Not while
-        records wait, nor with compression (its records are built apart from the lines).
-        And the pages each stream writes next are made writable here, so that the faults
-        a write-back leaves are the worker's, not the caller's."""
+        records wait, nor with compression (its records are built apart from the lines)."""
         after = min(RESEAT_AFTER_BYTES, self.acc.segment_bytes // 8)
         limit = min(RESEAT_MOVE_BYTES, self.acc.segment_bytes // 4)
         for s in self.streams:
             if not s.spans:
                 continue
             span = s.spans[-1]
-            kept = span.segment.file
-            if kept is not None and not span.sealed:
-                kept.prefault(span.scanned, min(len(span.segment),
-                                                span.scanned + PREFAULT_BYTES))
             if s.ready or s.retry:
                 # Records wait (quota, retries): the segments are not freed soon, so the
                 # stream fills them, as a stream in memory does, to hold the most.

@@ -58,9 +58,9 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 from ..errors import ConfigurationError
 from .segments import Segment
@@ -96,21 +96,6 @@ FILLING: Final = 1
 READ_BLOCK_BYTES = 1024 * 1024
 
 _memset = ctypes.memset  # a foreign call: the GIL is released while it runs
-#: Linux >= 5.14: make the pages of a range writable as a write would, without writing.
-_MADV_POPULATE_WRITE: Final = 23
-
-
-def _libc_madvise() -> Callable[[int, int, int], int] | None:
-    try:
-        function = ctypes.CDLL(None, use_errno=True).madvise  # the GIL released in calls
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    function.restype = ctypes.c_int
-    return cast("Callable[[int, int, int], int]", function)
-
-
-_madvise = _libc_madvise()
 
 
 def _pack(start: int, end: int) -> int:
@@ -323,18 +308,6 @@ class SegmentFile:
         self._acked.clear()
         self._generation += 1
         words[W_GENERATION] = self._generation
-
-    def prefault(self, position: int, end: int) -> None:
-        """Make the pages put() writes next, ``[position, end)``, writable now (on the worker,
-        without the GIL), so that the fault a write-back left on each is taken here and
-        not by the caller. Contents are not touched."""
-        global _madvise  # off for good where the kernel lacks it
-        if _madvise is None:
-            return
-        start = position - position % PAGE
-        if end > start and _madvise(self._address + start, end - start,
-                                    _MADV_POPULATE_WRITE) != 0:
-            _madvise = None
 
     def remove(self) -> None:
         """The file is not needed any more (a one-off whose line has an outcome, or a free

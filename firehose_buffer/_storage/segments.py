@@ -358,7 +358,7 @@ class Accumulator:
     def reseat(self, index: int, current: Segment, start: int, limit: int) -> int | None:
         """Move stream ``index`` on from ``current`` to a free segment that starts with a
         copy of ``current``'s lines from ``start`` (at most ``limit`` bytes of them), so the
-        stream writes to the same few pages again (see ``Scheduler._tend_pages``). Returns where
+        stream writes to the same few pages again (see ``Scheduler._reseat``). Returns where
         the copy ended in ``current``, or None (the bound half used, the rest too long, the
         stream moved on or closed). Lines put() writes to ``current`` after that point,
         before the ring's append, are read from it as a sealed segment's."""
