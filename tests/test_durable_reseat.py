@@ -193,3 +193,29 @@ def test_a_death_in_the_middle_of_a_move_loses_nothing_and_counts_the_copies(
             assert twice, "the copy and its old place are both in the files"
     finally:
         producer.close()
+
+
+def test_lines_never_move_out_of_their_file_into_memory(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once no segment file can be made (a full disk, no descriptors left), new segments are
+    memory (with a WARNING). A stream whose lines are in a file must not move them into
+    such a segment: after every tick, a recovery finds every line that was ever in a file
+    and has no outcome yet."""
+    producer = Producer(tmp_path, max_buffer_bytes=4 * 1024 * 1024, max_record_bytes=64_000)
+
+    def no_file(*args: object, **kwargs: object) -> object:
+        raise OSError(24, "Too many open files")
+
+    try:
+        collections.deque(producer.run(0.05, 1000, 500), maxlen=0)  # the first file exists
+        monkeypatch.setattr(durable, "_open_segment", no_file)
+        assert producer.store is not None and producer.store.owner is not None
+        in_file: set[int] = set()
+        for _ in producer.run(5.0, 1000, 500):
+            found = {i for i, _ in recover_now(producer.store.owner)}
+            in_file |= found
+            missing = in_file - set(producer.delivered) - found
+            assert not missing, sorted(missing)[:10]
+        assert in_file
+    finally:
+        producer.close()

@@ -376,6 +376,8 @@ class Accumulator:
                 except Full:
                     return None
             kept = current.file
+            if kept is not None and self._free[-1].file is None:
+                return None  # memory (no file could be made): the lines would lose their file
             if kept is not None:
                 kept.in_flight(end)  # a death before the acknowledgment finds both copies
             segment = self._free.pop()
