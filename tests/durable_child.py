@@ -23,6 +23,10 @@ reported yet is simply not checked). HOW is how the process dies:
   the parent prints ``forked <pid>`` and carries on until killed;
 - ``full``: the spool directory's file system is filled once the buffer is made, then events
   are put and flushed (segment files cannot be made any more).
+- ``paced``: like ``wait``, but each thread puts PACED_RATE events a second (under the
+  high quota, records do not wait, so streams move to free segments: every move is
+  reported as a line ``m`` in ``REPORT.moves``, and the parent kills the process at a
+  random moment among them).
 
 The kill comes after a random delay (from SEED) once ``ready`` is printed. Events are
 0.1-2 KB with, now and then, one longer than a segment (kept in a file of its own); the
@@ -39,11 +43,13 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 from firehose_buffer import (
     BufferClosedError,
     BufferConfig,
     FirehoseBuffer,
+    Quota,
     install_sigterm_handler,
 )
 
@@ -53,6 +59,10 @@ MAX_BUFFER_BYTES = 512 * 1024
 BIG_EVENT = 100_000
 #: How long it produces before it kills itself (seconds, uniformly drawn).
 DELAY = (0.2, 0.8)
+#: Events a second each thread puts with ``paced``.
+PACED_RATE = 500
+#: ``paced``: room for moves (one is made only while at most half the bound is used).
+PACED_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 def config(endpoint: str, spool_dir: str, **options: object) -> BufferConfig:
@@ -68,10 +78,14 @@ def config(endpoint: str, spool_dir: str, **options: object) -> BufferConfig:
 
 
 def produce(buffer: FirehoseBuffer, report: int, thread: int, seed: int,
-            count: int | None = None) -> None:
+            count: int | None = None, *, rate: float | None = None) -> None:
     rng = random.Random(seed * 31 + thread)
     n = 0
+    due = time.monotonic()
     while count is None or n < count:
+        if rate is not None:
+            due += 1 / rate
+            time.sleep(max(0.0, due - time.monotonic()))
         size = BIG_EVENT if rng.random() < 0.002 else rng.randint(100, 2000)
         try:
             buffer.put({"run": seed, "t": thread, "n": n, "pad": "x" * size})
@@ -95,7 +109,10 @@ def fill(directory: str) -> None:
 
 def main(endpoint: str, spool_dir: str, report_path: str, how: str, seed: int) -> None:
     rng = random.Random(seed)
-    buffer = FirehoseBuffer(config(endpoint, spool_dir))
+    options: dict[str, object] = {}
+    if how == "paced":
+        options = {"quota": Quota.HIGH, "max_buffer_bytes": PACED_BUFFER_BYTES}
+    buffer = FirehoseBuffer(config(endpoint, spool_dir, **options))
     report = os.open(report_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     if how == "reentrant":
         with buffer._engine.lock:
@@ -111,8 +128,23 @@ def main(endpoint: str, spool_dir: str, report_path: str, how: str, seed: int) -
         return
     if how == "term":
         install_sigterm_handler()
+    rate = None
+    if how == "paced":
+        rate = PACED_RATE
+        acc = buffer._engine.acc
+        reseat = acc.reseat
+        moves = os.open(report_path + ".moves", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+        def reported(*args: Any) -> int | None:
+            end = reseat(*args)
+            if end is not None:
+                os.write(moves, b"m\n")
+            return end
+
+        acc.reseat = reported  # type: ignore[method-assign]
     for t in range(2):
-        threading.Thread(target=produce, args=(buffer, report, t, seed), daemon=True).start()
+        threading.Thread(target=produce, args=(buffer, report, t, seed),
+                         kwargs={"rate": rate}, daemon=True).start()
     print("ready", flush=True)
     if how == "term":
         # Short sleeps: a SIGTERM the kernel hands to another thread (it does, right after a

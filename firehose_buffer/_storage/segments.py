@@ -138,6 +138,9 @@ class Closed:
 
 NO_SEGMENT = Closed()
 Entry = Segment | Oversized | Closed
+#: The last entry of a ring while the worker moves its stream to another segment
+#: (:meth:`Accumulator.reseat`): put() takes the slow path, which waits for the lock.
+_MOVING: Final[Entry] = Closed()
 
 
 class Full(Exception):
@@ -357,40 +360,45 @@ class Accumulator:
 
     def reseat(self, index: int, current: Segment, start: int, limit: int) -> int | None:
         """Move stream ``index`` on from ``current`` to a free segment that starts with a
-        copy of ``current``'s lines from ``start`` (at most ``limit`` bytes of them), so the
+        copy of ``current``'s lines from ``start`` (about ``limit`` bytes at most), so the
         stream writes to the same few pages again (see ``Scheduler._reseat``). Returns where
-        the copy ended in ``current``, or None (the bound half used, the rest too long, the
-        stream moved on or closed). Lines put() writes to ``current`` after that point,
-        before the ring's append, are read from it as a sealed segment's."""
+        the copy ended in ``current`` (its end: nothing is written to it after), or None
+        (the bound half used, the rest too long, the stream moved on or closed)."""
         with self.lock:
             ring = self.rings[index]
             if (self.closed or ring[-1] is not current
                     or 2 * (self._events_held() + self.segment_bytes) > self.max_buffer_bytes):
                 return None
-            end = current.tell()
-            if end - start > limit:
+            if current.tell() - start > limit:
                 return None
             if not self._free:
                 try:
                     self._free.append(self._take_segment(self.reserve_bytes))
                 except Full:
                     return None
-            kept = current.file
-            if kept is not None and self._free[-1].file is None:
+            if current.file is not None and self._free[-1].file is None:
                 return None  # memory (no file could be made): the lines would lose their file
-            if kept is not None:
-                kept.in_flight(end)  # a death before the acknowledgment finds both copies
             segment = self._free.pop()
+            # Sealed first: a line put() wrote to ``current`` after the copy would leave
+            # after the copied lines, out of put order. Now put()'s lock-free write fails
+            # and its slow path waits for this lock, then writes after the copy.
+            ring.append(_MOVING)
             try:
+                end = current.tell()  # past ``limit`` if producers wrote on until the seal
+                kept = current.file
+                if kept is not None:
+                    kept.in_flight(end)  # a death before the acknowledgment finds both copies
                 segment.write(current.view[start:end])
                 self.backing.filling(segment, index)
             except BaseException:
+                if ring[-1] is _MOVING:
+                    ring.pop()  # put() writes to ``current`` again: nothing was moved
                 if segment.file is not None:  # zeroed again: its data must end at a NUL
                     segment.file.recycle(segment.tell())
                 segment.seek(0)
                 self._free.append(segment)
                 raise
-            ring.append(segment)
+            ring[-1] = segment  # one step: the blocker's place, so the ring is as after a seal
             segment.state = FILLING
             if kept is not None:
                 kept.acked(start, end)  # kept in the new segment
