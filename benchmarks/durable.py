@@ -77,7 +77,7 @@ def _fs(path: Path) -> str:
 
 def put_cpu(size: int, quick: bool, base: Path) -> Row:
     events = fixed_size(2000, size, seed=size + 11)
-    rounds = 25 if quick else 150
+    rounds = 25 if quick else 1000  # a round is ~1 ms: fewer leave the mean to a few hiccups
     spool = Path(tempfile.mkdtemp(prefix="durable-put-", dir=base))
     times: dict[str, list[float]] = {"memory": [], "durable": []}
     try:
