@@ -139,8 +139,9 @@ def test_a_stream_whose_records_wait_fills_its_segments_as_in_memory(tmp_path: P
         memory_one.close()
 
 
-class Died(Exception):
-    """The process died here: nothing after this point ran."""
+class Died(BaseException):
+    """The process died here: nothing after this point ran (not an Exception: nothing
+    may catch it and carry on)."""
 
 
 @settings(max_examples=25, deadline=None,

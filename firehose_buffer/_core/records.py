@@ -148,6 +148,9 @@ class Tick:
     #: Lines to compress into records (with ``compression``), then hand back through
     #: :func:`.runs.compress_runs`; the worker ticks again once they are records.
     runs: list[Run] = field(default_factory=list)
+    #: A durable stream's move to a free segment that raised (the stream stays where it
+    #: was): said by the worker, outside every lock (a logging handler may use the buffer).
+    move_error: Exception | None = None
 
     @property
     def sleep(self) -> bool:

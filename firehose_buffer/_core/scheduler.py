@@ -199,15 +199,23 @@ class Scheduler:
         if self.flushes.held is not None and not runs and not self.lines_waiting():
             self.flushes.release(self._next_id - 1)
         batches: list[Batch] = []
+        move_error: Exception | None = None
         if abandon is not None:
             failures.extend(self._abandon(abandon))
             self.flushes.release(self._next_id - 1)
         else:
             batches = self._dispatch(now, ttl_now, failures)
             if self._durable and not self.compressing and not everything and not flushing:
-                self._reseat(ttl_now)
+                try:
+                    self._reseat(ttl_now)
+                except Exception as exc:
+                    # The batches just dispatched are in flight and the failures found are
+                    # out of their streams: raising would lose both (the stream would wait
+                    # for an answer to a call never made). A move is only an economy, and
+                    # one that raised left its stream as it was (Accumulator.reseat).
+                    move_error = exc
         wake = self._next_wake(now, ttl_now, arrived)
-        return Tick(batches, failures, wake, arrived, runs)
+        return Tick(batches, failures, wake, arrived, runs, move_error)
 
     # -- lines in -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from .._core.ledger import Reason
 from .._core.records import Failure
 from .._core.runs import Run, compress_runs, compressor_for
+from .._logs import RateLimitedLog
 from .lifecycle import start_thread
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class Worker:
         self._expected: float | None = None
         #: With ``compression``: the worker's own (a compressor serves one thread).
         self._compressor: Compressor | None = None
+        #: A failing move fails again at the next tick: said every 10 s at most.
+        self._move_log = RateLimitedLog(log, interval=10.0)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -206,6 +209,9 @@ class Worker:
             )
             stop = closing and sched.idle and sched.calls_in_flight == 0
         senders.submit(tick.batches)
+        if tick.move_error is not None:
+            self._move_log.error("firehose_buffer: a durable stream could not move to a free "
+                                 "segment (it stays in its own): %r", tick.move_error)
         failures = tick.failures
         wake_for_calls = senders.next_deadline()
         if tick.runs:
