@@ -126,7 +126,7 @@ def _write_back(owner_dir: Path) -> None:
             os.close(fd)
 
 
-def _writeback(owner_dir: Path, stop: threading.Event, every: float) -> None:
+def _write_back_every(owner_dir: Path, stop: threading.Event, every: float) -> None:
     while not stop.wait(every):
         _write_back(owner_dir)
 
@@ -169,7 +169,8 @@ def page_faults(quick: bool, base: Path, rate: int | None, period: float, *, win
     spool = Path(tempfile.mkdtemp(prefix="durable-faults-", dir=base))
     owner_dir = spool / durable.DIRECTORY
     stop = threading.Event()
-    flusher = threading.Thread(target=_writeback, args=(owner_dir, stop, period), daemon=True)
+    flusher = threading.Thread(target=_write_back_every, args=(owner_dir, stop, period),
+                               daemon=True)
     try:
         with _buffer(spool) as buffer:
             put = buffer.put

@@ -1,9 +1,11 @@
 """Small helpers the tests share: a keeping on_failure, waiting with a deadline, the lines
-the emulator accepted, and what a recovery would find in durable segment files now."""
+the emulator accepted, what a recovery would find in durable segment files now, and which
+caller a hook serves."""
 
 from __future__ import annotations
 
 import mmap
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,3 +65,16 @@ def recover_now(owner: Path) -> list[tuple[int, bool]]:
 
 def line_ids(data: bytes | memoryview) -> list[int]:
     return [orjson.loads(line)["i"] for line in bytes(data).splitlines()]
+
+
+def called_from(name: str) -> bool:
+    """Whether a hook runs for a call made by a function named ``name``: the hook's caller
+    or one of the two above it (a hook on a method tells which caller it serves)."""
+    frame = sys._getframe(2)  # 0 is this function, 1 the hook
+    for _ in range(3):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False

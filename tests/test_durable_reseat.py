@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import mmap
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from firehose_buffer._core.scheduler import Scheduler
 from firehose_buffer._service.outcome import Outcome
 from firehose_buffer._storage import durable
 from firehose_buffer._storage.durable import DurableStore, SegmentFile, read_image
-from tests.support import line_ids, recover_now
+from tests.support import called_from, line_ids, recover_now
 
 TICK = 0.01
 
@@ -162,8 +161,7 @@ def test_a_death_in_the_middle_of_a_move_loses_nothing_and_counts_the_copies(
     original = getattr(SegmentFile, where)
 
     def hooked(self: SegmentFile, *args: object) -> None:
-        caller = sys._getframe(1)
-        if "reseat" in (caller.f_code.co_name, caller.f_back and caller.f_back.f_code.co_name):
+        if called_from("reseat"):
             if where == "filling":
                 original(self, *args)
             if seen[0] == moves:

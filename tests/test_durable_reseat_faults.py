@@ -7,7 +7,6 @@ or the failures it found, with it."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from firehose_buffer import BufferConfig, FirehoseBuffer
 from firehose_buffer._storage.durable import DurableStore
 from firehose_buffer._storage.segments import Segment
 from firehose_buffer.emulator import LocalFirehose
-from tests.support import accepted_lines
+from tests.support import accepted_lines, called_from
 
 
 @pytest.fixture
@@ -29,17 +28,6 @@ def firehose(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalFirehose]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with LocalFirehose(streams=["s"], keep_records=True) as fh:
         yield fh
-
-
-def _called_from_reseat() -> bool:
-    frame = sys._getframe(2)
-    for _ in range(3):
-        if frame is None:
-            return False
-        if frame.f_code.co_name == "reseat":
-            return True
-        frame = frame.f_back
-    return False
 
 
 def test_a_move_that_raises_loses_nothing_and_the_stream_goes_on(
@@ -54,7 +42,7 @@ def test_a_move_that_raises_loses_nothing_and_the_stream_goes_on(
     original = DurableStore.filling
 
     def filling(self: DurableStore, segment: Segment, index: int) -> None:
-        if _called_from_reseat():
+        if called_from("reseat"):
             if not failed.is_set():
                 failed.set()
                 raise OSError(5, "injected: the header page could not be written")

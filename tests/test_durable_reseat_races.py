@@ -21,7 +21,7 @@ from firehose_buffer._storage import segments
 from firehose_buffer._storage.durable import DurableStore
 from firehose_buffer._storage.segments import Segment
 from firehose_buffer.emulator import LocalFirehose
-from tests.support import accepted_lines
+from tests.support import accepted_lines, called_from
 from tests.test_durable_reseat import Producer
 
 
@@ -30,17 +30,6 @@ def producer(tmp_path: Path) -> Iterator[Producer]:
     p = Producer(tmp_path)
     yield p
     p.close()
-
-
-def _called_from_reseat() -> bool:
-    frame = sys._getframe(2)
-    for _ in range(3):
-        if frame is None:
-            return False
-        if frame.f_code.co_name == "reseat":
-            return True
-        frame = frame.f_back
-    return False
 
 
 def test_lines_put_while_a_stream_moves_leave_in_put_order(
@@ -58,7 +47,7 @@ def test_lines_put_while_a_stream_moves_leave_in_put_order(
 
     def filling(self: DurableStore, segment: Segment, index: int) -> None:
         original(self, segment, index)
-        if not _called_from_reseat():
+        if not called_from("reseat"):
             return
         moves[0] += 1
         line = orjson.dumps({"i": producer.next_id, "p": "during a move"}) + b"\n"

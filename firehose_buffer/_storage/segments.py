@@ -391,8 +391,7 @@ class Accumulator:
                 segment.write(current.view[start:end])
                 self.backing.filling(segment, index)
             except BaseException:
-                if ring[-1] is _MOVING:
-                    ring.pop()  # put() writes to ``current`` again: nothing was moved
+                ring.pop()  # the blocker: put() writes to ``current`` again, nothing moved
                 if segment.file is not None:  # zeroed again: its data must end at a NUL
                     segment.file.recycle(segment.tell())
                 segment.seek(0)
